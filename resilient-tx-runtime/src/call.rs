@@ -1,0 +1,327 @@
+//! One transactional call: the attempt loop's state and decisions. The generated code
+//! of `#[retriable_tx]` and [`Db::transaction`](crate::Db::transaction) drive it as
+//!
+//! ```text
+//! loop {
+//!     let mut tx = call.begin().await?;             // connection, BEGIN pending
+//!     let result = call.run(body(&mut tx)).await;   // the user's body
+//!     if let Break(done) = call.end(tx, result).await { return done; }  // COMMIT or retry
+//! }
+//! ```
+
+use std::future::Future;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::field::Empty;
+use tracing::instrument::{Instrument, Instrumented};
+use tracing::{Span, debug_span, info_span};
+
+use crate::backoff::{CONNECTION_BACKOFF_FLOOR, full_jitter};
+use crate::classify::{Action, Failure};
+use crate::db::Db;
+use crate::error::{AsTxError, TxError};
+use crate::policy::{CallOptions, Policy};
+use crate::tx::Tx;
+
+/// Lock timeouts (55P03) are retried at most this often: a lock held that long is
+/// rarely released by the next try.
+const LOCK_RETRIES: u32 = 2;
+
+/// Between the server's statement timeout and the client's timer: the server's cancel
+/// (a clean 57014, the connection kept) should win whenever the server is answering.
+const CLIENT_TIMER_MARGIN: Duration = Duration::from_millis(500);
+
+/// The state of one call across its attempts.
+#[doc(hidden)]
+pub struct Call<'db> {
+    db: &'db Db,
+    name: &'static str,
+    policy: Policy,
+    begin_sql: Arc<str>,
+    deadline: Instant,
+    attempt: u32,
+    span: Span,
+    attempt_span: Span,
+}
+
+impl<'db> Call<'db> {
+    /// Starts a call with the options of a `#[retriable_tx]` attribute.
+    pub fn new(db: &'db Db, options: &'static CallOptions) -> Self {
+        Call::with_policy(db, options.over(db.policy()), options.name)
+    }
+
+    /// Starts a call with an explicit policy.
+    pub fn with_policy(db: &'db Db, policy: Policy, name: &'static str) -> Self {
+        db.counters().call();
+        db.budget().deposit();
+        let span = info_span!(
+            "retriable_tx",
+            function = name,
+            attempts = Empty,
+            outcome = Empty
+        );
+        Call {
+            db,
+            name,
+            begin_sql: begin_sql(&policy).into(),
+            deadline: Instant::now() + policy.deadline,
+            policy,
+            attempt: 0,
+            attempt_span: Span::none(),
+            span,
+        }
+    }
+
+    /// Starts the next attempt: a usable connection and a transaction whose BEGIN will
+    /// travel with the first statement. Failures to get a connection are retried here.
+    pub async fn begin(&mut self) -> Result<Tx<'db>, TxError> {
+        loop {
+            self.attempt += 1;
+            self.db.counters().attempt();
+            self.attempt_span = debug_span!(
+                parent: &self.span,
+                "attempt",
+                attempt = self.attempt,
+                outcome = Empty,
+                error_class = Empty,
+                sqlstate = Empty,
+                backoff_ms = Empty,
+            );
+            let now = Instant::now();
+            let timer = self.attempt_timer(now);
+            let attempt_deadline = now + timer;
+            let bound = timer.min(self.db.pool_timeout());
+            let acquired = self
+                .db
+                .pool()
+                .acquire(bound)
+                .instrument(self.attempt_span.clone())
+                .await;
+            match acquired {
+                Ok(conn) => {
+                    return Ok(Tx::new(
+                        conn,
+                        self.begin_sql.clone(),
+                        attempt_deadline,
+                        timer,
+                    ));
+                }
+                Err(error) => {
+                    if !self.retry_after(&error).await {
+                        self.gave_up(&error);
+                        return Err(error);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the body of an attempt inside the attempt's span.
+    pub fn run<F: Future>(&self, body: F) -> Instrumented<F> {
+        body.instrument(self.attempt_span.clone())
+    }
+
+    /// Ends an attempt: COMMIT after a successful body; otherwise roll back, then
+    /// either back off and ask for another attempt (`Continue`) or return (`Break`).
+    pub async fn end<T, E>(
+        &mut self,
+        mut tx: Tx<'db>,
+        result: Result<T, E>,
+    ) -> ControlFlow<Result<T, E>>
+    where
+        E: From<TxError> + AsTxError,
+    {
+        match result {
+            Ok(value) => {
+                let committed = tx.commit().instrument(self.attempt_span.clone()).await;
+                // The connection goes back to the pool before any backoff.
+                drop(tx);
+                match committed {
+                    Ok(()) => {
+                        self.committed();
+                        ControlFlow::Break(Ok(value))
+                    }
+                    Err(error) => {
+                        if self.retry_after(&error).await {
+                            return ControlFlow::Continue(());
+                        }
+                        self.gave_up(&error);
+                        ControlFlow::Break(Err(E::from(error)))
+                    }
+                }
+            }
+            Err(user_error) => {
+                tx.rollback();
+                drop(tx);
+                let Some(error) = user_error.as_tx_error().cloned() else {
+                    self.span.record("outcome", "application_error");
+                    self.span.record("attempts", self.attempt);
+                    return ControlFlow::Break(Err(user_error));
+                };
+                if self.retry_after(&error).await {
+                    return ControlFlow::Continue(());
+                }
+                self.gave_up(&error);
+                ControlFlow::Break(Err(user_error))
+            }
+        }
+    }
+
+    /// How long this attempt may take: the policy's timeout plus a margin for the
+    /// server's own cancel, never past the call's deadline.
+    fn attempt_timer(&self, now: Instant) -> Duration {
+        let remaining = self.deadline.saturating_duration_since(now);
+        match self.policy.timeout {
+            Some(timeout) => (timeout + CLIENT_TIMER_MARGIN).min(remaining),
+            None => remaining,
+        }
+    }
+
+    /// Decides whether a failed attempt is retried; if so, waits out the backoff.
+    async fn retry_after(&mut self, error: &TxError) -> bool {
+        let failure = error.failure();
+        error.set_attempts(self.attempt);
+        self.attempt_span.record("outcome", "failed");
+        self.attempt_span.record("error_class", failure.as_str());
+        if let Some(code) = error.sqlstate() {
+            self.attempt_span.record("sqlstate", code.code());
+        }
+        let counters = self.db.counters();
+        if matches!(
+            failure,
+            Failure::ConnectionLost | Failure::ReadOnly | Failure::CommitUnknown
+        ) {
+            // Whatever killed this connection (a restart, a failover, a demotion) may
+            // have killed its pooled siblings: check them once before their next use.
+            self.db.pool().health.mark_suspect();
+        }
+        let action = failure.action();
+        if failure == Failure::CommitUnknown {
+            counters.ambiguous_commit();
+        }
+        let retriable = match action {
+            Action::Retry | Action::Reconnect => true,
+            Action::Resolve => self.policy.idempotent,
+            Action::Return => false,
+        };
+        if !retriable {
+            if action == Action::Resolve {
+                counters.ambiguous_unresolved();
+                tracing::error!(parent: &self.attempt_span, function = self.name, error = %error,
+                    "COMMIT outcome unknown and the function is not idempotent: not re-running it");
+            }
+            return false;
+        }
+        if self.attempt > self.policy.retries
+            || (failure == Failure::LockUnavailable && self.attempt > LOCK_RETRIES)
+        {
+            return false;
+        }
+        if action == Action::Reconnect && !self.db.budget().try_withdraw() {
+            counters.budget_refusal();
+            tracing::warn!(parent: &self.attempt_span, function = self.name, error = %error,
+                "retry budget spent: failing fast instead of adding load");
+            return false;
+        }
+        let delay = match failure {
+            Failure::StalePlan => Duration::ZERO,
+            _ if action == Action::Reconnect => full_jitter(
+                self.attempt,
+                self.policy.backoff_base.max(CONNECTION_BACKOFF_FLOOR),
+                self.policy.backoff_max,
+            ),
+            _ => full_jitter(
+                self.attempt,
+                self.policy.backoff_base,
+                self.policy.backoff_max,
+            ),
+        };
+        if Instant::now() + delay >= self.deadline {
+            return false;
+        }
+        counters.retry(failure);
+        if action == Action::Resolve {
+            counters.ambiguous_rerun();
+        }
+        self.attempt_span
+            .record("backoff_ms", delay.as_millis() as u64);
+        let sqlstate = error.sqlstate().map(|s| s.code()).unwrap_or("");
+        if failure == Failure::Conflict || failure == Failure::ConnectionLost {
+            tracing::warn!(parent: &self.attempt_span, function = self.name, class = failure.as_str(),
+                sqlstate, backoff_ms = delay.as_millis() as u64, error = %error, "retrying transaction");
+        } else {
+            tracing::info!(parent: &self.attempt_span, function = self.name, class = failure.as_str(),
+                sqlstate, backoff_ms = delay.as_millis() as u64, error = %error, "retrying transaction");
+        }
+        tokio::time::sleep(delay).await;
+        true
+    }
+
+    fn committed(&self) {
+        self.db.counters().commit();
+        self.attempt_span.record("outcome", "committed");
+        self.span.record("outcome", "committed");
+        self.span.record("attempts", self.attempt);
+    }
+
+    fn gave_up(&self, error: &TxError) {
+        error.set_attempts(self.attempt);
+        if self.attempt > 1 {
+            self.db.counters().give_up();
+        }
+        self.span.record("outcome", error.kind().as_str());
+        self.span.record("attempts", self.attempt);
+    }
+}
+
+impl std::fmt::Debug for Call<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("name", &self.name)
+            .field("attempt", &self.attempt)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The BEGIN sent with the first statement: isolation, access mode, and the statement
+/// timeout, in one simple query so none of it costs a round trip of its own.
+fn begin_sql(policy: &Policy) -> String {
+    let mut sql = String::from("BEGIN");
+    if let Some(isolation) = policy.isolation {
+        sql.push_str(" ISOLATION LEVEL ");
+        sql.push_str(isolation.as_sql());
+    }
+    if policy.read_only {
+        sql.push_str(" READ ONLY");
+    }
+    if let Some(timeout) = policy.timeout {
+        sql.push_str(&format!(
+            "; SET LOCAL statement_timeout = {}",
+            timeout.as_millis().max(1)
+        ));
+    }
+    sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Isolation;
+
+    #[test]
+    fn begin_carries_isolation_access_mode_and_timeout() {
+        assert_eq!(begin_sql(&Policy::default()), "BEGIN");
+        let policy = Policy::default()
+            .isolation(Isolation::Serializable)
+            .read_only()
+            .timeout(Duration::from_millis(1500));
+        assert_eq!(
+            begin_sql(&policy),
+            "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY; SET LOCAL statement_timeout = 1500"
+        );
+    }
+}

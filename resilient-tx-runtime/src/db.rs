@@ -1,0 +1,307 @@
+//! `Db`: the handle applications share. It owns the pool, the default policy, the
+//! counters and the retry budget.
+
+use std::ops::ControlFlow;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_postgres::config::TargetSessionAttrs;
+
+use crate::budget::{RetryBudget, RetryBudgetConfig};
+use crate::call::Call;
+use crate::error::{AsTxError, TxError};
+use crate::manager::{Manager, PoolHealth};
+use crate::metrics::{Counters, Metrics};
+use crate::policy::Policy;
+use crate::pool::Pool;
+use crate::status::PoolStatus;
+use crate::tx::Tx;
+
+/// A pool of PostgreSQL connections and the policy that runs transactions on it.
+/// Cheap to clone; every clone shares the pool, the counters and the retry budget.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<DbInner>,
+}
+
+struct DbInner {
+    pool: Pool,
+    policy: Policy,
+    counters: Arc<Counters>,
+    budget: RetryBudget,
+    pub(crate) health_timeout: Duration,
+}
+
+impl Db {
+    /// A `Db` with default settings. Succeeds while the database is down (connections
+    /// are made on demand); fails only on an invalid URL.
+    pub async fn connect(url: &str) -> Result<Db, TxError> {
+        Db::builder(url).build().await
+    }
+
+    /// Starts configuring a `Db` for `url` (libpq URI or key=value form; several hosts
+    /// and `target_session_attrs=read-write` are understood).
+    pub fn builder(url: &str) -> DbBuilder {
+        DbBuilder::new(url)
+    }
+
+    /// Runs `body` as a transaction under `policy`, retrying as `#[retriable_tx]` does.
+    ///
+    /// ```no_run
+    /// # async fn example(db: &resilient_tx_runtime::Db) -> Result<(), resilient_tx_runtime::TxError> {
+    /// use resilient_tx_runtime::{Policy, TxError};
+    /// let policy = Policy::default().retries(3);
+    /// let n: i64 = db
+    ///     .transaction(&policy, async |tx| {
+    ///         let row = tx.query_one("SELECT count(*) FROM pg_class", &[]).await?;
+    ///         Ok::<_, TxError>(row.get(0))
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn transaction<T, E, F>(&self, policy: &Policy, mut body: F) -> Result<T, E>
+    where
+        F: AsyncFnMut(&mut Tx<'_>) -> Result<T, E>,
+        E: From<TxError> + AsTxError,
+    {
+        let mut call = Call::with_policy(self, policy.clone(), "transaction");
+        loop {
+            let mut tx = call.begin().await?;
+            let result = call.run(body(&mut tx)).await;
+            if let ControlFlow::Break(done) = call.end(tx, result).await {
+                return done;
+            }
+        }
+    }
+
+    /// The policy calls use where their attribute says nothing.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    /// A snapshot of the pool: connections, idle, in use, waiting callers.
+    pub fn pool_status(&self) -> PoolStatus {
+        PoolStatus::of(&self.inner.pool)
+    }
+
+    /// A snapshot of the counters.
+    pub fn metrics(&self) -> Metrics {
+        self.inner.counters.snapshot()
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    pub(crate) fn pool_timeout(&self) -> Duration {
+        self.inner.pool.pool_timeout
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    pub(crate) fn budget(&self) -> &RetryBudget {
+        &self.inner.budget
+    }
+
+    pub(crate) fn health_timeout(&self) -> Duration {
+        self.inner.health_timeout
+    }
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("pool", &self.pool_status())
+            .field("policy", &self.inner.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings of a [`Db`]. Every knob has a production-minded default.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct DbBuilder {
+    url: String,
+    max_size: u32,
+    min_idle: Option<u32>,
+    pool_timeout: Duration,
+    connect_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    max_lifetime: Option<Duration>,
+    tcp_user_timeout: Duration,
+    keepalives_idle: Duration,
+    keepalives_interval: Duration,
+    keepalives_retries: u32,
+    health_timeout: Duration,
+    application_name: Option<String>,
+    policy: Policy,
+    retry_budget: RetryBudgetConfig,
+}
+
+impl DbBuilder {
+    fn new(url: &str) -> Self {
+        DbBuilder {
+            url: url.to_owned(),
+            max_size: 10,
+            min_idle: None,
+            pool_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(3),
+            idle_timeout: Some(Duration::from_secs(600)),
+            max_lifetime: Some(Duration::from_secs(30 * 60)),
+            tcp_user_timeout: Duration::from_secs(15),
+            keepalives_idle: Duration::from_secs(15),
+            keepalives_interval: Duration::from_secs(5),
+            keepalives_retries: 3,
+            health_timeout: Duration::from_secs(1),
+            application_name: None,
+            policy: Policy::default(),
+            retry_budget: RetryBudgetConfig::default(),
+        }
+    }
+
+    /// Most connections the pool opens (default 10).
+    pub fn max_size(mut self, max_size: u32) -> Self {
+        self.max_size = max_size;
+        self
+    }
+
+    /// Idle connections the pool keeps open (default: none kept ahead of demand).
+    pub fn min_idle(mut self, min_idle: u32) -> Self {
+        self.min_idle = Some(min_idle);
+        self
+    }
+
+    /// Longest wait for a free connection before `PoolExhausted` (default 5 s).
+    pub fn pool_timeout(mut self, pool_timeout: Duration) -> Self {
+        self.pool_timeout = pool_timeout;
+        self
+    }
+
+    /// Bound on the whole connect: TCP, startup, authentication, session checks
+    /// (default 3 s).
+    pub fn connect_timeout(mut self, connect_timeout: Duration) -> Self {
+        self.connect_timeout = connect_timeout;
+        self
+    }
+
+    /// Idle connections above `min_idle` are closed after this long (default 10 min).
+    pub fn idle_timeout(mut self, idle_timeout: Option<Duration>) -> Self {
+        self.idle_timeout = idle_timeout;
+        self
+    }
+
+    /// Connections are closed after this age (default 30 min).
+    pub fn max_lifetime(mut self, max_lifetime: Option<Duration>) -> Self {
+        self.max_lifetime = max_lifetime;
+        self
+    }
+
+    /// How long unacknowledged data may sit on a socket before the kernel drops the
+    /// connection (TCP_USER_TIMEOUT, default 15 s).
+    pub fn tcp_user_timeout(mut self, timeout: Duration) -> Self {
+        self.tcp_user_timeout = timeout;
+        self
+    }
+
+    /// Bound on [`Db::health`] (default 1 s).
+    pub fn health_timeout(mut self, timeout: Duration) -> Self {
+        self.health_timeout = timeout;
+        self
+    }
+
+    /// `application_name` of the connections, unless the URL sets one
+    /// (default `resilient-tx`).
+    pub fn application_name(mut self, name: impl Into<String>) -> Self {
+        self.application_name = Some(name.into());
+        self
+    }
+
+    /// The policy calls use where their attribute says nothing.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The retry budget shared by every call through this `Db`.
+    pub fn retry_budget(mut self, budget: RetryBudgetConfig) -> Self {
+        self.retry_budget = budget;
+        self
+    }
+
+    /// Builds the `Db`. Does not wait for the database: it fails only when the
+    /// configuration is invalid.
+    pub async fn build(self) -> Result<Db, TxError> {
+        let mut config = tokio_postgres::Config::from_str(&self.url).map_err(|e| {
+            // tokio-postgres' message names the option at fault, never its value.
+            TxError::config(format!("invalid database URL: {e}"))
+        })?;
+        if self.max_size == 0 {
+            return Err(TxError::config("max_size must be at least 1"));
+        }
+        if self.min_idle.is_some_and(|m| m > self.max_size) {
+            return Err(TxError::config("min_idle cannot exceed max_size"));
+        }
+        if self.pool_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(TxError::config(
+                "pool_timeout and connect_timeout must be above zero",
+            ));
+        }
+        if config.get_hosts().is_empty() {
+            config.host("localhost");
+        }
+        if config.get_application_name().is_none() {
+            config.application_name(self.application_name.as_deref().unwrap_or("resilient-tx"));
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(self.connect_timeout);
+        }
+        config
+            .keepalives(true)
+            .keepalives_idle(self.keepalives_idle)
+            .keepalives_interval(self.keepalives_interval)
+            .keepalives_retries(self.keepalives_retries)
+            .tcp_user_timeout(self.tcp_user_timeout);
+        let requires_writable = config.get_target_session_attrs() == TargetSessionAttrs::ReadWrite;
+
+        let counters = Arc::new(Counters::default());
+        let health = Arc::new(PoolHealth::default());
+        let manager = Manager {
+            config,
+            connect_timeout: self.connect_timeout,
+            health: health.clone(),
+            counters: counters.clone(),
+        };
+        let pool = bb8::Pool::builder()
+            .max_size(self.max_size)
+            .min_idle(self.min_idle)
+            .connection_timeout(self.pool_timeout)
+            .idle_timeout(self.idle_timeout)
+            .max_lifetime(self.max_lifetime)
+            // A round trip per checkout is the cost this runtime avoids; stale
+            // connections are caught by the pool wrapper instead.
+            .test_on_check_out(false)
+            // One connect per attempt: the attempt loop paces reconnects with its own
+            // backoff, deadline and retry budget.
+            .retry_connection(false)
+            .build_unchecked(manager);
+        Ok(Db {
+            inner: Arc::new(DbInner {
+                pool: Pool {
+                    pool,
+                    health,
+                    counters: counters.clone(),
+                    max_size: self.max_size,
+                    pool_timeout: self.pool_timeout,
+                    requires_writable,
+                },
+                policy: self.policy,
+                counters,
+                budget: RetryBudget::new(self.retry_budget),
+                health_timeout: self.health_timeout,
+            }),
+        })
+    }
+}

@@ -1,0 +1,157 @@
+//! The bb8 connection manager: a timeout around the whole connect, the `broken` flag,
+//! and the last connect error kept so that a pool timeout can say why.
+//!
+//! bb8-postgres' manager falls short on exactly these three points (ERRORS.md), so the
+//! runtime has its own.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::NoTls;
+
+use crate::classify::{Phase, cause_of, client_timeout, to_tx_error};
+use crate::connection::PgConnection;
+use crate::error::TxError;
+use crate::metrics::Counters;
+
+/// What the pool knows about the database's reachability, shared with the manager.
+#[derive(Debug)]
+pub(crate) struct PoolHealth {
+    inner: Mutex<HealthState>,
+    /// Bumped on every failed connect, so that callers waiting in the pool learn of it
+    /// at once: bb8's `get()` itself waits out its whole timeout.
+    connect_failures: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for PoolHealth {
+    fn default() -> Self {
+        PoolHealth {
+            inner: Mutex::default(),
+            connect_failures: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct HealthState {
+    last_connect_ok: Option<Instant>,
+    last_connect_error: Option<(Instant, TxError)>,
+    suspect_since: Option<Instant>,
+}
+
+impl PoolHealth {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HealthState> {
+        // Plain data: a panic elsewhere cannot leave it inconsistent.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn connected(&self) {
+        self.lock().last_connect_ok = Some(Instant::now());
+    }
+
+    fn connect_failed(&self, error: TxError) {
+        self.lock().last_connect_error = Some((Instant::now(), error));
+        self.connect_failures.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that sees every connect failure from now on.
+    pub(crate) fn watch_connect_failures(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.connect_failures.subscribe()
+    }
+
+    /// The last connect error, if no connect has succeeded since.
+    pub(crate) fn current_connect_error(&self) -> Option<TxError> {
+        let state = self.lock();
+        match (&state.last_connect_error, state.last_connect_ok) {
+            (Some((at, error)), Some(ok)) if *at > ok => Some(error.detached()),
+            (Some((_, error)), None) => Some(error.detached()),
+            _ => None,
+        }
+    }
+
+    /// The most recent connect error, whether or not a connect succeeded since.
+    pub(crate) fn last_connect_error(&self) -> Option<TxError> {
+        self.lock()
+            .last_connect_error
+            .as_ref()
+            .map(|(_, e)| e.detached())
+    }
+
+    /// Records that something failed in a way that may have killed every pooled
+    /// connection (a restart, a failover): connections not verified since are checked
+    /// once at their next checkout.
+    pub(crate) fn mark_suspect(&self) {
+        self.lock().suspect_since = Some(Instant::now());
+    }
+
+    /// Whether a connection last verified at `verified_at` must be checked before use.
+    pub(crate) fn is_suspect(&self, verified_at: Instant) -> bool {
+        self.lock()
+            .suspect_since
+            .is_some_and(|since| verified_at <= since)
+    }
+}
+
+/// Opens connections for the pool.
+pub(crate) struct Manager {
+    pub(crate) config: tokio_postgres::Config,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) health: Arc<PoolHealth>,
+    pub(crate) counters: Arc<Counters>,
+}
+
+impl Manager {
+    /// Opens one connection, bounded as a whole (TCP connect, startup, authentication
+    /// and the `target_session_attrs` check): tokio-postgres' own `connect_timeout`
+    /// covers the TCP connect only.
+    pub(crate) async fn open(&self) -> Result<PgConnection, TxError> {
+        let result = tokio::time::timeout(self.connect_timeout, self.config.connect(NoTls)).await;
+        let error = match result {
+            Ok(Ok((client, connection))) => {
+                tokio::spawn(async move {
+                    // The query that meets a dead socket sees only "connection closed";
+                    // the I/O error itself surfaces here, so log it.
+                    if let Err(e) = connection.await {
+                        tracing::debug!(cause = %cause_of(&e), "database connection ended");
+                    }
+                });
+                self.health.connected();
+                self.counters.connection_opened();
+                return Ok(PgConnection::new(client));
+            }
+            Ok(Err(e)) => to_tx_error(e, Phase::Connect),
+            Err(_elapsed) => client_timeout(Phase::Connect, self.connect_timeout),
+        };
+        tracing::warn!(error = %error, "connecting to the database failed");
+        self.counters.connect_failed();
+        self.health.connect_failed(error.clone());
+        Err(error)
+    }
+}
+
+impl bb8::ManageConnection for Manager {
+    type Connection = PgConnection;
+    type Error = TxError;
+
+    async fn connect(&self) -> Result<PgConnection, TxError> {
+        self.open().await
+    }
+
+    async fn is_valid(&self, conn: &mut PgConnection) -> Result<(), TxError> {
+        // Only used when checkout validation is switched on; bounded so that a silent
+        // socket cannot hold the checkout.
+        match tokio::time::timeout(self.connect_timeout, conn.client.simple_query("")).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(to_tx_error(e, Phase::Statement)),
+            Err(_) => Err(client_timeout(Phase::Statement, self.connect_timeout)),
+        }
+    }
+
+    fn has_broken(&self, conn: &mut PgConnection) -> bool {
+        let unusable = conn.is_unusable();
+        if unusable {
+            self.counters.connection_discarded();
+        }
+        unusable
+    }
+}

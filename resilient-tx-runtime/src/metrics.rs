@@ -1,0 +1,149 @@
+//! Counters of what the runtime did, and the snapshot callers read.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::classify::Failure;
+
+/// Monotonic counters shared by every clone of a `Db`.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    calls: AtomicU64,
+    attempts: AtomicU64,
+    commits: AtomicU64,
+    retries_conflict: AtomicU64,
+    retries_connection: AtomicU64,
+    retries_read_only: AtomicU64,
+    retries_timeout: AtomicU64,
+    connections_opened: AtomicU64,
+    connect_failures: AtomicU64,
+    connections_discarded: AtomicU64,
+    stale_connections_replaced: AtomicU64,
+    ambiguous_commits: AtomicU64,
+    ambiguous_rerun_idempotent: AtomicU64,
+    ambiguous_unresolved: AtomicU64,
+    give_ups: AtomicU64,
+    budget_refusals: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub(crate) fn call(&self) {
+        bump(&self.calls);
+    }
+    pub(crate) fn attempt(&self) {
+        bump(&self.attempts);
+    }
+    pub(crate) fn commit(&self) {
+        bump(&self.commits);
+    }
+    pub(crate) fn retry(&self, failure: Failure) {
+        match failure {
+            Failure::ReadOnly => bump(&self.retries_read_only),
+            Failure::ClientTimeout => bump(&self.retries_timeout),
+            Failure::ConnectionLost | Failure::Unreachable => bump(&self.retries_connection),
+            _ => bump(&self.retries_conflict),
+        }
+    }
+    pub(crate) fn connection_opened(&self) {
+        bump(&self.connections_opened);
+    }
+    pub(crate) fn connect_failed(&self) {
+        bump(&self.connect_failures);
+    }
+    pub(crate) fn connection_discarded(&self) {
+        bump(&self.connections_discarded);
+    }
+    pub(crate) fn stale_connection_replaced(&self) {
+        bump(&self.stale_connections_replaced);
+    }
+    pub(crate) fn ambiguous_commit(&self) {
+        bump(&self.ambiguous_commits);
+    }
+    pub(crate) fn ambiguous_rerun(&self) {
+        bump(&self.ambiguous_rerun_idempotent);
+    }
+    pub(crate) fn ambiguous_unresolved(&self) {
+        bump(&self.ambiguous_unresolved);
+    }
+    pub(crate) fn give_up(&self) {
+        bump(&self.give_ups);
+    }
+    pub(crate) fn budget_refusal(&self) {
+        bump(&self.budget_refusals);
+    }
+
+    pub(crate) fn snapshot(&self) -> Metrics {
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Metrics {
+            calls: read(&self.calls),
+            attempts: read(&self.attempts),
+            commits: read(&self.commits),
+            retries_conflict: read(&self.retries_conflict),
+            retries_connection: read(&self.retries_connection),
+            retries_read_only: read(&self.retries_read_only),
+            retries_timeout: read(&self.retries_timeout),
+            connections_opened: read(&self.connections_opened),
+            connect_failures: read(&self.connect_failures),
+            connections_discarded: read(&self.connections_discarded),
+            stale_connections_replaced: read(&self.stale_connections_replaced),
+            ambiguous_commits: read(&self.ambiguous_commits),
+            ambiguous_rerun_idempotent: read(&self.ambiguous_rerun_idempotent),
+            ambiguous_unresolved: read(&self.ambiguous_unresolved),
+            give_ups: read(&self.give_ups),
+            budget_refusals: read(&self.budget_refusals),
+        }
+    }
+}
+
+/// A snapshot of the runtime's counters since the `Db` was built. Every field only
+/// grows; subtract two snapshots to get rates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+#[must_use]
+pub struct Metrics {
+    /// Transactional calls started.
+    pub calls: u64,
+    /// Attempts started (calls plus retries).
+    pub attempts: u64,
+    /// Transactions committed.
+    pub commits: u64,
+    /// Retries after a serialization failure, deadlock, lock timeout or stale plan.
+    pub retries_conflict: u64,
+    /// Retries after a lost connection or a failed connect.
+    pub retries_connection: u64,
+    /// Retries after reaching a read-only server (25006).
+    pub retries_read_only: u64,
+    /// Retries after the client-side timer abandoned a silent connection.
+    pub retries_timeout: u64,
+    /// Connections opened.
+    pub connections_opened: u64,
+    /// Connect attempts that failed.
+    pub connect_failures: u64,
+    /// Connections discarded after a failure instead of going back to the pool.
+    pub connections_discarded: u64,
+    /// Dead pooled connections detected at checkout and replaced without an error.
+    pub stale_connections_replaced: u64,
+    /// Attempts whose connection was lost while COMMIT was in flight.
+    pub ambiguous_commits: u64,
+    /// Ambiguous commits resolved by re-running an `idempotent` body.
+    pub ambiguous_rerun_idempotent: u64,
+    /// Ambiguous commits returned to the caller as `CommitUnknown`.
+    pub ambiguous_unresolved: u64,
+    /// Calls that ended with an error after retrying.
+    pub give_ups: u64,
+    /// Retries refused because the retry budget was spent.
+    pub budget_refusals: u64,
+}
+
+impl Metrics {
+    /// All retries, whatever their cause.
+    pub fn retries(&self) -> u64 {
+        self.retries_conflict
+            + self.retries_connection
+            + self.retries_read_only
+            + self.retries_timeout
+    }
+}

@@ -1,0 +1,114 @@
+//! Checking connections out of the bb8 pool: stale ones replaced without an error and
+//! without a round trip in the common case, and a pool timeout turned into an error
+//! that says whether the database is down or the pool is merely busy.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bb8::{PooledConnection, RunError};
+use tokio_postgres::SimpleQueryMessage;
+
+use crate::classify::{Failure, Phase, client_timeout, human};
+use crate::error::TxError;
+use crate::manager::{Manager, PoolHealth};
+use crate::metrics::Counters;
+
+/// A checked-out connection.
+pub(crate) type Pooled<'a> = PooledConnection<'a, Manager>;
+
+/// The pool and what it knows about the database.
+pub(crate) struct Pool {
+    pub(crate) pool: bb8::Pool<Manager>,
+    pub(crate) health: Arc<PoolHealth>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) max_size: u32,
+    pub(crate) pool_timeout: Duration,
+    /// The URL asks for a writable server: a suspect connection is checked for that.
+    pub(crate) requires_writable: bool,
+}
+
+impl Pool {
+    /// Checks out a usable connection within `bound`.
+    ///
+    /// A connection whose socket is known closed is discarded and replaced at no cost.
+    /// After a sign of trouble (a lost connection, a read-only server) connections that
+    /// predate it are checked with one round trip each, once; otherwise there is no
+    /// round trip at checkout.
+    pub(crate) async fn acquire(&self, bound: Duration) -> Result<Pooled<'_>, TxError> {
+        let deadline = tokio::time::Instant::now() + bound;
+        // Every replacement removes one connection, so the pool runs out of stale ones
+        // after max_size rounds; the extra round is the fresh connection.
+        for _ in 0..=self.max_size {
+            let mut failures = self.health.watch_connect_failures();
+            let checkout = async {
+                tokio::select! {
+                    got = self.pool.get() => got.map_err(|e| match e {
+                        RunError::User(error) => error,
+                        RunError::TimedOut => self.timeout_error(bound),
+                    }),
+                    // A connect made on our behalf failed: say so now rather than
+                    // when the pool timeout runs out.
+                    Ok(()) = failures.changed() => Err(self.timeout_error(bound)),
+                }
+            };
+            let mut conn = match tokio::time::timeout_at(deadline, checkout).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(error)) => return Err(error),
+                Err(_) => return Err(self.timeout_error(bound)),
+            };
+            if conn.is_unusable() {
+                conn.broken = true;
+                self.counters.stale_connection_replaced();
+                continue;
+            }
+            if self.health.is_suspect(conn.verified_at) {
+                match tokio::time::timeout_at(deadline, self.verify(&mut conn)).await {
+                    Ok(true) => conn.verified_at = Instant::now(),
+                    Ok(false) | Err(_) => {
+                        conn.broken = true;
+                        self.counters.stale_connection_replaced();
+                        continue;
+                    }
+                }
+            }
+            return Ok(conn);
+        }
+        Err(self.timeout_error(bound))
+    }
+
+    /// One round trip proving the connection works (and, where the URL requires it,
+    /// that the server still accepts writes).
+    async fn verify(&self, conn: &mut Pooled<'_>) -> bool {
+        if !self.requires_writable {
+            return conn.client.simple_query("").await.is_ok();
+        }
+        match conn.client.simple_query("SHOW transaction_read_only").await {
+            Ok(messages) => messages
+                .iter()
+                .any(|m| matches!(m, SimpleQueryMessage::Row(row) if row.get(0) == Some("off"))),
+            Err(_) => false,
+        }
+    }
+
+    /// Why no connection came within `bound`: the database is unreachable (say why),
+    /// or every connection is busy.
+    fn timeout_error(&self, bound: Duration) -> TxError {
+        if let Some(cause) = self.health.current_connect_error() {
+            return cause;
+        }
+        let state = self.pool.state();
+        if state.connections >= self.max_size && state.idle_connections == 0 {
+            return TxError::new(
+                Failure::PoolExhausted,
+                format!(
+                    "no database connection became free within {}: all {} pooled connections \
+                     are in use (the database answers; the load needs a larger pool or \
+                     shorter transactions)",
+                    human(bound.min(self.pool_timeout)),
+                    self.max_size
+                ),
+            );
+        }
+        client_timeout(Phase::Connect, bound)
+    }
+}

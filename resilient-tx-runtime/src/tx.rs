@@ -1,0 +1,324 @@
+//! `Tx`: the transaction handed to a body. It sends BEGIN together with the first
+//! statement, reuses prepared statements per connection, bounds every round trip by the
+//! attempt's timer, and remembers any statement error so that COMMIT can never report
+//! success after an error the body swallowed.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use tokio::time::Instant;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row, Statement};
+
+use crate::classify::{Failure, Phase, client_timeout, to_tx_error};
+use crate::error::TxError;
+use crate::pool::Pooled;
+
+/// Something a [`Tx`] can run: SQL text (prepared once per connection and cached) or a
+/// statement prepared with [`Tx::prepare`].
+pub trait TxStatement: private::Sealed {
+    #[doc(hidden)]
+    fn as_query(&self) -> QueryRef<'_>;
+}
+
+/// What a [`TxStatement`] is, for the runtime.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub enum QueryRef<'a> {
+    /// SQL text.
+    Sql(&'a str),
+    /// An already prepared statement.
+    Prepared(&'a Statement),
+}
+
+impl TxStatement for str {
+    fn as_query(&self) -> QueryRef<'_> {
+        QueryRef::Sql(self)
+    }
+}
+
+impl TxStatement for String {
+    fn as_query(&self) -> QueryRef<'_> {
+        QueryRef::Sql(self)
+    }
+}
+
+impl TxStatement for Statement {
+    fn as_query(&self) -> QueryRef<'_> {
+        QueryRef::Prepared(self)
+    }
+}
+
+mod private {
+    pub trait Sealed {}
+    impl Sealed for str {}
+    impl Sealed for String {}
+    impl Sealed for tokio_postgres::Statement {}
+}
+
+/// Query parameters, as tokio-postgres takes them.
+pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// The transaction of one attempt. Its methods mirror tokio-postgres' and return
+/// [`TxError`]; any server error poisons the transaction.
+pub struct Tx<'db> {
+    conn: Pooled<'db>,
+    /// BEGIN (with isolation, access mode and statement timeout) not yet sent: it
+    /// travels with the first statement instead of costing a round trip of its own.
+    pending_begin: Option<Arc<str>>,
+    /// A request is on the wire; if the attempt is dropped now, the connection's state
+    /// is unknown and it must not go back to the pool.
+    in_flight: bool,
+    /// COMMIT or ROLLBACK has been sent.
+    finished: bool,
+    poisoned: Option<TxError>,
+    deadline: Instant,
+    /// The attempt timer's length, for messages.
+    timer: Duration,
+}
+
+impl<'db> Tx<'db> {
+    pub(crate) fn new(
+        conn: Pooled<'db>,
+        begin: Arc<str>,
+        deadline: Instant,
+        timer: Duration,
+    ) -> Self {
+        Tx {
+            conn,
+            pending_begin: Some(begin),
+            in_flight: false,
+            finished: false,
+            poisoned: None,
+            deadline,
+            timer,
+        }
+    }
+
+    /// Runs a statement and returns its rows.
+    pub async fn query<S>(&mut self, statement: &S, params: Params<'_>) -> Result<Vec<Row>, TxError>
+    where
+        S: ?Sized + TxStatement,
+    {
+        self.run(statement.as_query(), async |client, stmt| {
+            client.query(stmt, params).await
+        })
+        .await
+    }
+
+    /// Runs a statement that returns exactly one row.
+    pub async fn query_one<S>(&mut self, statement: &S, params: Params<'_>) -> Result<Row, TxError>
+    where
+        S: ?Sized + TxStatement,
+    {
+        self.run(statement.as_query(), async |client, stmt| {
+            client.query_one(stmt, params).await
+        })
+        .await
+    }
+
+    /// Runs a statement that returns zero or one row.
+    pub async fn query_opt<S>(
+        &mut self,
+        statement: &S,
+        params: Params<'_>,
+    ) -> Result<Option<Row>, TxError>
+    where
+        S: ?Sized + TxStatement,
+    {
+        self.run(statement.as_query(), async |client, stmt| {
+            client.query_opt(stmt, params).await
+        })
+        .await
+    }
+
+    /// Runs a statement and returns the number of rows it affected.
+    pub async fn execute<S>(&mut self, statement: &S, params: Params<'_>) -> Result<u64, TxError>
+    where
+        S: ?Sized + TxStatement,
+    {
+        self.run(statement.as_query(), async |client, stmt| {
+            client.execute(stmt, params).await
+        })
+        .await
+    }
+
+    /// Prepares a statement (or returns this connection's cached one).
+    pub async fn prepare(&mut self, sql: &str) -> Result<Statement, TxError> {
+        self.run(QueryRef::Sql(sql), async |_, stmt| Ok(stmt.clone()))
+            .await
+    }
+
+    /// Runs one or more statements separated by `;` with the simple query protocol
+    /// (no parameters, no rows).
+    pub async fn batch_execute(&mut self, sql: &str) -> Result<(), TxError> {
+        self.usable()?;
+        let begin = self.pending_begin.take();
+        let client = &self.conn.client;
+        let work = pipelined(client, begin.as_deref(), client.batch_execute(sql));
+        let result = bounded(&mut self.in_flight, self.deadline, work).await;
+        self.settle(result)
+    }
+
+    /// The shared path of every statement: get the prepared statement (cached per
+    /// connection), run it, BEGIN in the same flight when it is the first.
+    async fn run<R>(
+        &mut self,
+        query: QueryRef<'_>,
+        execute: impl AsyncFnOnce(&Client, &Statement) -> Result<R, tokio_postgres::Error>,
+    ) -> Result<R, TxError> {
+        self.usable()?;
+        let begin = self.pending_begin.take();
+        let (sql, cached) = match query {
+            QueryRef::Sql(sql) => (Some(sql), self.conn.cached(sql)),
+            QueryRef::Prepared(statement) => (None, Some(statement.clone())),
+        };
+        let fresh = cached.is_none();
+        let client = &self.conn.client;
+        let work = async {
+            let statement = match (cached, sql) {
+                (Some(statement), _) => statement,
+                (None, Some(sql)) => client.prepare(sql).await?,
+                (None, None) => unreachable!("a prepared statement is always at hand"),
+            };
+            let rows = execute(client, &statement).await?;
+            Ok((statement, rows))
+        };
+        let work = pipelined(client, begin.as_deref(), work);
+        let result = bounded(&mut self.in_flight, self.deadline, work).await;
+        let (statement, output) = self.settle(result)?;
+        if let (true, Some(sql)) = (fresh, sql) {
+            self.conn.remember(sql, statement);
+        }
+        Ok(output)
+    }
+
+    /// Sends COMMIT. A transaction in which nothing ran costs nothing.
+    pub(crate) async fn commit(&mut self) -> Result<(), TxError> {
+        if let Some(error) = &self.poisoned {
+            return Err(error.clone());
+        }
+        self.finished = true;
+        if self.pending_begin.is_some() {
+            return Ok(());
+        }
+        let work = self.conn.client.batch_execute("COMMIT");
+        let result = match bounded(&mut self.in_flight, self.deadline, work).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => to_tx_error(e, Phase::Commit),
+            Err(()) => client_timeout(Phase::Commit, self.timer),
+        };
+        if result.failure().discards_connection() {
+            self.conn.broken = true;
+        }
+        Err(result)
+    }
+
+    /// Ends the transaction without waiting: ROLLBACK is queued on the connection ahead
+    /// of anything its next user sends, and its reply is discarded.
+    pub(crate) fn rollback(&mut self) {
+        if self.finished || self.pending_begin.is_some() {
+            self.finished = true;
+            return;
+        }
+        self.finished = true;
+        if self.in_flight || self.conn.is_unusable() {
+            self.conn.broken = true;
+            return;
+        }
+        // The first poll of a simple query puts it on the connection's queue; what
+        // follows is waiting for a reply nobody needs.
+        let _ = self.conn.client.batch_execute("ROLLBACK").now_or_never();
+    }
+
+    /// Whether a statement error poisoned this transaction.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.is_some()
+    }
+
+    fn usable(&self) -> Result<(), TxError> {
+        match &self.poisoned {
+            Some(error) => Err(error.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Turns a bounded round trip's result into the caller's, poisoning the
+    /// transaction and condemning the connection as the failure requires.
+    fn settle<R>(
+        &mut self,
+        result: Result<Result<R, tokio_postgres::Error>, ()>,
+    ) -> Result<R, TxError> {
+        let error = match result {
+            Ok(Ok(output)) => return Ok(output),
+            Ok(Err(e)) => to_tx_error(e, Phase::Statement),
+            Err(()) => client_timeout(Phase::Statement, self.timer),
+        };
+        let failure = error.failure();
+        if failure.discards_connection() {
+            self.conn.broken = true;
+        }
+        if failure == Failure::StalePlan {
+            self.conn.forget_statements();
+        }
+        // Client-side checks (row counts, parameter conversion) leave the server's
+        // transaction intact; everything else aborts it.
+        let server_side = error.sqlstate().is_some() || failure != Failure::Database;
+        if server_side {
+            self.poisoned = Some(error.clone());
+        }
+        Err(error)
+    }
+}
+
+/// Runs a round trip under the attempt's timer, marking it in flight meanwhile.
+async fn bounded<F: Future>(
+    in_flight: &mut bool,
+    deadline: Instant,
+    work: F,
+) -> Result<F::Output, ()> {
+    *in_flight = true;
+    let result = tokio::time::timeout_at(deadline, work).await;
+    *in_flight = false;
+    result.map_err(|_| ())
+}
+
+/// Sends BEGIN and `work`'s first request back to back, so they share one round trip.
+/// tokio-postgres writes a request when its future is first polled, and `join` polls
+/// BEGIN first, so the server sees them in order.
+async fn pipelined<R>(
+    client: &Client,
+    begin: Option<&str>,
+    work: impl Future<Output = Result<R, tokio_postgres::Error>>,
+) -> Result<R, tokio_postgres::Error> {
+    match begin {
+        None => work.await,
+        Some(sql) => {
+            let (begun, result) = futures_util::future::join(client.batch_execute(sql), work).await;
+            begun?;
+            result
+        }
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        // A call cancelled mid-attempt (a dropped request future) must not hand a
+        // connection with an open transaction to the next caller.
+        if !self.finished {
+            self.rollback();
+        }
+    }
+}
+
+impl fmt::Debug for Tx<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tx")
+            .field("begun", &self.pending_begin.is_none())
+            .field("poisoned", &self.poisoned.is_some())
+            .finish_non_exhaustive()
+    }
+}
