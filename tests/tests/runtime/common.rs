@@ -1,0 +1,40 @@
+//! Shared set-up: a server per test, and a `Db` on it.
+
+use std::time::Duration;
+
+use resilient_tx::Db;
+use resilient_tx_testkit::{PgCluster, init_tracing};
+
+/// A fresh server for one test.
+pub async fn cluster() -> PgCluster {
+    init_tracing();
+    PgCluster::start().await.expect("start a PostgreSQL server")
+}
+
+/// `url` with an `application_name`, so a test can find (and kill) the app's backends.
+pub fn with_app_name(url: &str, name: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}application_name={name}")
+}
+
+/// A `Db` with test-sized timeouts.
+pub async fn db(url: &str) -> Db {
+    Db::builder(url)
+        .pool_timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .expect("a valid configuration")
+}
+
+/// Runs set-up SQL on the server.
+pub async fn exec(cluster: &PgCluster, sql: &str) {
+    let admin = cluster.admin().await.expect("admin connection");
+    admin.batch_execute(sql).await.expect("set-up SQL");
+}
+
+/// One number from the server.
+pub async fn scalar(cluster: &PgCluster, sql: &str) -> i64 {
+    let admin = cluster.admin().await.expect("admin connection");
+    admin.query_one(sql, &[]).await.expect("query").get(0)
+}

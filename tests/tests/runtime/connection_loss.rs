@@ -1,0 +1,146 @@
+//! Killed backends, restarts, a stopped server and a silent network.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use resilient_tx::{Db, ErrorKind, Tx, TxError, retriable_tx};
+use resilient_tx_testkit::FaultProxy;
+use tokio::sync::Notify;
+
+use crate::common::{cluster, db, exec, scalar, with_app_name};
+
+/// Inserts a row, then (first run only) tells the test and waits for it to kill the
+/// connection before going on.
+#[retriable_tx(retries = 5)]
+async fn insert_then_pause(
+    tx: &mut Tx<'_>,
+    paused: &Notify,
+    resume: &Notify,
+    first_run: &AtomicBool,
+    runs: &AtomicU32,
+) -> Result<i64, TxError> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    tx.execute("INSERT INTO events(note) VALUES ('first')", &[]).await?;
+    if first_run.swap(false, Ordering::SeqCst) {
+        paused.notify_one();
+        resume.notified().await;
+    }
+    let row = tx.query_one("SELECT count(*) FROM events", &[]).await?;
+    Ok(row.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_backend_mid_transaction_is_retried_on_a_fresh_connection() {
+    let cluster = cluster().await;
+    exec(&cluster, "CREATE TABLE events(id serial PRIMARY KEY, note text)").await;
+    let db = db(&with_app_name(&cluster.url(), "victim")).await;
+    let (paused, resume) = (Notify::new(), Notify::new());
+    let (first_run, runs) = (AtomicBool::new(true), AtomicU32::new(0));
+
+    let call = insert_then_pause(&db, &paused, &resume, &first_run, &runs);
+    let killer = async {
+        paused.notified().await;
+        let killed = cluster.terminate_backends("victim").await.expect("terminate");
+        assert_eq!(killed, 1, "the app's one connection was terminated");
+        resume.notify_one();
+    };
+    let (result, ()) = tokio::join!(call, killer);
+
+    assert_eq!(result.expect("the call succeeds on a fresh connection"), 1);
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "the body ran again after the kill");
+    assert_eq!(scalar(&cluster, "SELECT count(*) FROM events").await, 1, "the killed attempt left nothing");
+    assert!(db.metrics().retries_connection >= 1);
+}
+
+#[retriable_tx]
+async fn add_event(tx: &mut Tx<'_>, note: &str) -> Result<(), TxError> {
+    tx.execute("INSERT INTO events(note) VALUES ($1)", &[&note]).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_with_idle_pooled_connections_surfaces_no_error() {
+    let cluster = cluster().await;
+    exec(&cluster, "CREATE TABLE events(id serial PRIMARY KEY, note text)").await;
+    let db = Db::builder(&cluster.url()).max_size(8).build().await.expect("config");
+    // Fill the pool with several connections, all idle afterwards.
+    let warm: Vec<_> = (0..8).map(|_| add_event(&db, "warm")).collect();
+    for result in futures_util::future::join_all(warm).await {
+        result.expect("warm-up call");
+    }
+    assert!(db.pool_status().idle >= 2, "several idle connections: {:?}", db.pool_status());
+
+    cluster.restart_fast().await.expect("restart");
+
+    for i in 0..20 {
+        add_event(&db, "after restart")
+            .await
+            .unwrap_or_else(|e| panic!("call {i} after the restart failed: {e}"));
+    }
+    assert_eq!(scalar(&cluster, "SELECT count(*) FROM events WHERE note = 'after restart'").await, 20);
+    let metrics = db.metrics();
+    assert!(
+        metrics.stale_connections_replaced + metrics.retries_connection >= 1,
+        "stale connections were noticed and replaced: {metrics:?}"
+    );
+    println!("after restart: {metrics:?}");
+}
+
+#[retriable_tx(deadline = "2s")]
+async fn count_events(tx: &mut Tx<'_>) -> Result<i64, TxError> {
+    Ok(tx.query_one("SELECT count(*) FROM events", &[]).await?.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_server_gives_unavailable_in_seconds_and_the_same_db_recovers() {
+    let cluster = cluster().await;
+    exec(&cluster, "CREATE TABLE events(id serial PRIMARY KEY, note text)").await;
+    let db = db(&cluster.url()).await;
+    assert_eq!(count_events(&db).await.expect("server up"), 0);
+
+    cluster.stop_fast().await.expect("stop");
+    let started = Instant::now();
+    let error = count_events(&db).await.expect_err("server is down");
+    let elapsed = started.elapsed();
+    println!("down: {error} after {elapsed:?}");
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+    assert!(elapsed < Duration::from_secs(6), "returned within a few seconds, took {elapsed:?}");
+    assert!(
+        error.to_string().contains("connect") || error.to_string().contains("lost"),
+        "the message names the cause: {error}"
+    );
+    assert!(error.is_transient());
+
+    cluster.start_again().await.expect("start");
+    let n = count_events(&db).await.expect("the same Db works after the server is back");
+    assert_eq!(n, 0);
+}
+
+#[retriable_tx(timeout = "1s")]
+async fn count_events_with_timeout(tx: &mut Tx<'_>) -> Result<i64, TxError> {
+    Ok(tx.query_one("SELECT count(*) FROM events", &[]).await?.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blackholed_network_times_out_in_seconds_and_recovers_when_healed() {
+    let cluster = cluster().await;
+    exec(&cluster, "CREATE TABLE events(id serial PRIMARY KEY, note text)").await;
+    let proxy = FaultProxy::start(cluster.socket_addr()).await.expect("proxy");
+    let db = db(&cluster.url_via(&proxy)).await;
+    assert_eq!(count_events_with_timeout(&db).await.expect("through the proxy"), 0);
+
+    proxy.blackhole();
+    let started = Instant::now();
+    let error = count_events_with_timeout(&db).await.expect_err("the network is silent");
+    let elapsed = started.elapsed();
+    println!("blackhole: {error} after {elapsed:?}");
+    assert!(
+        matches!(error.kind(), ErrorKind::Timeout | ErrorKind::Unavailable),
+        "{error:?}"
+    );
+    assert!(elapsed < Duration::from_secs(15), "seconds, not minutes: {elapsed:?}");
+
+    proxy.pass();
+    let n = count_events_with_timeout(&db).await.expect("calls succeed once the network heals");
+    assert_eq!(n, 0);
+}

@@ -1,0 +1,9 @@
+//! The runtime against real PostgreSQL servers: one module per family of failures,
+//! each test named after the behaviour it proves.
+
+mod common;
+mod config;
+mod conflicts;
+mod connection_loss;
+mod failover;
+mod safety;
