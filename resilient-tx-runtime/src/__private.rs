@@ -2,6 +2,7 @@
 //! it as `resilient_tx::__private`, hidden from docs.
 
 pub use crate::call::Call;
+pub use crate::idempotency::Begin;
 pub use crate::policy::{CallOptions, Isolation};
 pub use core::time::Duration;
 

@@ -45,6 +45,7 @@ pub struct Call<'db> {
     attempt: u32,
     span: Span,
     attempt_span: Span,
+    key: Option<String>,
 }
 
 impl<'db> Call<'db> {
@@ -72,6 +73,7 @@ impl<'db> Call<'db> {
             attempt: 0,
             attempt_span: Span::none(),
             span,
+            key: None,
         }
     }
 
@@ -204,7 +206,8 @@ impl<'db> Call<'db> {
         }
         let retriable = match action {
             Action::Retry | Action::Reconnect => true,
-            Action::Resolve => self.policy.idempotent,
+            // A keyed retry finds the stored result if the COMMIT did land.
+            Action::Resolve => self.policy.idempotent || self.key.is_some(),
             Action::Return => false,
         };
         if !retriable {
@@ -244,7 +247,11 @@ impl<'db> Call<'db> {
         }
         counters.retry(failure);
         if action == Action::Resolve {
-            counters.ambiguous_rerun();
+            if self.key.is_some() {
+                counters.ambiguous_checked_by_key();
+            } else {
+                counters.ambiguous_rerun();
+            }
         }
         self.attempt_span
             .record("backoff_ms", delay.as_millis() as u64);
@@ -258,6 +265,30 @@ impl<'db> Call<'db> {
         }
         tokio::time::sleep(delay).await;
         true
+    }
+
+    pub(crate) fn db(&self) -> &'db Db {
+        self.db
+    }
+
+    pub(crate) fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub(crate) fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    pub(crate) fn set_key(&mut self, key: String) {
+        self.key = Some(key);
+    }
+
+    /// A keyed call found its result stored by an earlier call.
+    pub(crate) fn returned_stored(&self) {
+        self.db.counters().stored_result_returned();
+        self.attempt_span.record("outcome", "stored_result");
+        self.span.record("outcome", "stored_result");
+        self.span.record("attempts", self.attempt);
     }
 
     fn committed(&self) {

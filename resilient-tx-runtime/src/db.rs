@@ -11,6 +11,7 @@ use tokio_postgres::config::TargetSessionAttrs;
 use crate::budget::{RetryBudget, RetryBudgetConfig};
 use crate::call::Call;
 use crate::error::{AsTxError, TxError};
+use crate::idempotency::{DEFAULT_TABLE, KeyTable};
 use crate::manager::{Manager, PoolHealth};
 use crate::metrics::{Counters, Metrics};
 use crate::policy::Policy;
@@ -30,7 +31,9 @@ struct DbInner {
     policy: Policy,
     counters: Arc<Counters>,
     budget: RetryBudget,
-    pub(crate) health_timeout: Duration,
+    health_timeout: Duration,
+    key_table: KeyTable,
+    idempotency_ready: tokio::sync::OnceCell<()>,
 }
 
 impl Db {
@@ -109,6 +112,14 @@ impl Db {
     pub(crate) fn health_timeout(&self) -> Duration {
         self.inner.health_timeout
     }
+
+    pub(crate) fn key_table(&self) -> &KeyTable {
+        &self.inner.key_table
+    }
+
+    pub(crate) fn idempotency_ready(&self) -> &tokio::sync::OnceCell<()> {
+        &self.inner.idempotency_ready
+    }
 }
 
 impl std::fmt::Debug for Db {
@@ -139,6 +150,7 @@ pub struct DbBuilder {
     application_name: Option<String>,
     policy: Policy,
     retry_budget: RetryBudgetConfig,
+    idempotency_table: String,
 }
 
 impl DbBuilder {
@@ -159,6 +171,7 @@ impl DbBuilder {
             application_name: None,
             policy: Policy::default(),
             retry_budget: RetryBudgetConfig::default(),
+            idempotency_table: DEFAULT_TABLE.to_owned(),
         }
     }
 
@@ -231,6 +244,13 @@ impl DbBuilder {
         self
     }
 
+    /// Where idempotency keys are stored: `schema.table` or `table`
+    /// (default `resilient_tx.idempotency_keys`).
+    pub fn idempotency_table(mut self, name: impl Into<String>) -> Self {
+        self.idempotency_table = name.into();
+        self
+    }
+
     /// Builds the `Db`. Does not wait for the database: it fails only when the
     /// configuration is invalid.
     pub async fn build(self) -> Result<Db, TxError> {
@@ -249,6 +269,7 @@ impl DbBuilder {
                 "pool_timeout and connect_timeout must be above zero",
             ));
         }
+        KeyTable::validate(&self.idempotency_table)?;
         if config.get_hosts().is_empty() {
             config.host("localhost");
         }
@@ -301,6 +322,8 @@ impl DbBuilder {
                 counters,
                 budget: RetryBudget::new(self.retry_budget),
                 health_timeout: self.health_timeout,
+                key_table: KeyTable::new(&self.idempotency_table),
+                idempotency_ready: tokio::sync::OnceCell::new(),
             }),
         })
     }

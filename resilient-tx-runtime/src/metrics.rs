@@ -21,6 +21,8 @@ pub(crate) struct Counters {
     ambiguous_commits: AtomicU64,
     ambiguous_rerun_idempotent: AtomicU64,
     ambiguous_unresolved: AtomicU64,
+    ambiguous_checked_by_key: AtomicU64,
+    stored_results_returned: AtomicU64,
     give_ups: AtomicU64,
     budget_refusals: AtomicU64,
 }
@@ -68,6 +70,12 @@ impl Counters {
     pub(crate) fn ambiguous_unresolved(&self) {
         bump(&self.ambiguous_unresolved);
     }
+    pub(crate) fn ambiguous_checked_by_key(&self) {
+        bump(&self.ambiguous_checked_by_key);
+    }
+    pub(crate) fn stored_result_returned(&self) {
+        bump(&self.stored_results_returned);
+    }
     pub(crate) fn give_up(&self) {
         bump(&self.give_ups);
     }
@@ -92,6 +100,8 @@ impl Counters {
             ambiguous_commits: read(&self.ambiguous_commits),
             ambiguous_rerun_idempotent: read(&self.ambiguous_rerun_idempotent),
             ambiguous_unresolved: read(&self.ambiguous_unresolved),
+            ambiguous_checked_by_key: read(&self.ambiguous_checked_by_key),
+            stored_results_returned: read(&self.stored_results_returned),
             give_ups: read(&self.give_ups),
             budget_refusals: read(&self.budget_refusals),
         }
@@ -132,6 +142,11 @@ pub struct Metrics {
     pub ambiguous_rerun_idempotent: u64,
     /// Ambiguous commits returned to the caller as `CommitUnknown`.
     pub ambiguous_unresolved: u64,
+    /// Ambiguous commits of keyed calls, resolved by retrying: the retry finds the
+    /// stored result if the COMMIT landed, and runs the body if it did not.
+    pub ambiguous_checked_by_key: u64,
+    /// Keyed calls that returned the result an earlier call stored, without running.
+    pub stored_results_returned: u64,
     /// Calls that ended with an error after retrying.
     pub give_ups: u64,
     /// Retries refused because the retry budget was spent.

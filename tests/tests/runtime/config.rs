@@ -30,7 +30,10 @@ async fn building_needs_no_database_and_an_unreachable_host_is_unavailable() {
         .expect_err("nothing listens there");
 
     assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
-    assert!(error.to_string().contains("refused"), "names the cause: {error}");
+    assert!(
+        error.to_string().contains("refused"),
+        "names the cause: {error}"
+    );
     assert!(error.attempts() > 1, "retried: {error:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
     let text = format!("{error} {error:?}");

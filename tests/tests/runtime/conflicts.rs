@@ -10,20 +10,31 @@ use crate::common::{cluster, db, exec, scalar};
 /// Reads the counter, waits (on its first run only) until the other call has read it
 /// too, then writes it back incremented: a textbook lost-update race.
 #[retriable_tx(retries = 10, isolation = serializable)]
-async fn increment(tx: &mut Tx<'_>, barrier: &Barrier, first_run: &AtomicBool) -> Result<i32, TxError> {
-    let row = tx.query_one("SELECT n FROM counter WHERE id = 1", &[]).await?;
+async fn increment(
+    tx: &mut Tx<'_>,
+    barrier: &Barrier,
+    first_run: &AtomicBool,
+) -> Result<i32, TxError> {
+    let row = tx
+        .query_one("SELECT n FROM counter WHERE id = 1", &[])
+        .await?;
     let n: i32 = row.get(0);
     if first_run.swap(false, Ordering::SeqCst) {
         barrier.wait().await;
     }
-    tx.execute("UPDATE counter SET n = $1 WHERE id = 1", &[&(n + 1)]).await?;
+    tx.execute("UPDATE counter SET n = $1 WHERE id = 1", &[&(n + 1)])
+        .await?;
     Ok(n + 1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serialization_failure_is_retried_and_both_calls_succeed() {
     let cluster = cluster().await;
-    exec(&cluster, "CREATE TABLE counter(id int PRIMARY KEY, n int); INSERT INTO counter VALUES (1, 0)").await;
+    exec(
+        &cluster,
+        "CREATE TABLE counter(id int PRIMARY KEY, n int); INSERT INTO counter VALUES (1, 0)",
+    )
+    .await;
     let db = db(&cluster.url()).await;
     let barrier = Barrier::new(2);
     let (first_a, first_b) = (AtomicBool::new(true), AtomicBool::new(true));
@@ -38,7 +49,10 @@ async fn serialization_failure_is_retried_and_both_calls_succeed() {
     assert_eq!(results, [1, 2], "each call saw the other's committed write");
     assert_eq!(scalar(&cluster, "SELECT n::int8 FROM counter").await, 2);
     let metrics = db.metrics();
-    assert!(metrics.retries_conflict >= 1, "a 40001 was retried: {metrics:?}");
+    assert!(
+        metrics.retries_conflict >= 1,
+        "a 40001 was retried: {metrics:?}"
+    );
     assert_eq!(metrics.commits, 2);
 }
 
@@ -51,11 +65,19 @@ async fn update_in_order(
     barrier: &Barrier,
     first_run: &AtomicBool,
 ) -> Result<(), TxError> {
-    tx.execute("UPDATE accounts SET balance = balance + 1 WHERE id = $1", &[&first]).await?;
+    tx.execute(
+        "UPDATE accounts SET balance = balance + 1 WHERE id = $1",
+        &[&first],
+    )
+    .await?;
     if first_run.swap(false, Ordering::SeqCst) {
         barrier.wait().await;
     }
-    tx.execute("UPDATE accounts SET balance = balance + 1 WHERE id = $1", &[&second]).await?;
+    tx.execute(
+        "UPDATE accounts SET balance = balance + 1 WHERE id = $1",
+        &[&second],
+    )
+    .await?;
     Ok(())
 }
 
@@ -81,10 +103,19 @@ async fn deadlock_is_retried_and_both_calls_succeed() {
 
     a.expect("call a");
     b.expect("call b");
-    assert_eq!(scalar(&cluster, "SELECT sum(balance)::int8 FROM accounts").await, 4);
-    assert_eq!(scalar(&cluster, "SELECT min(balance)::int8 FROM accounts").await, 2);
+    assert_eq!(
+        scalar(&cluster, "SELECT sum(balance)::int8 FROM accounts").await,
+        4
+    );
+    assert_eq!(
+        scalar(&cluster, "SELECT min(balance)::int8 FROM accounts").await,
+        2
+    );
     let metrics = db.metrics();
-    assert!(metrics.retries_conflict >= 1, "a 40P01 was retried: {metrics:?}");
+    assert!(
+        metrics.retries_conflict >= 1,
+        "a 40P01 was retried: {metrics:?}"
+    );
     assert!(
         cluster.log_contents().contains("deadlock detected"),
         "the server saw a real deadlock"

@@ -20,7 +20,8 @@ async fn insert_then_pause(
     runs: &AtomicU32,
 ) -> Result<i64, TxError> {
     runs.fetch_add(1, Ordering::SeqCst);
-    tx.execute("INSERT INTO events(note) VALUES ('first')", &[]).await?;
+    tx.execute("INSERT INTO events(note) VALUES ('first')", &[])
+        .await?;
     if first_run.swap(false, Ordering::SeqCst) {
         paused.notify_one();
         resume.notified().await;
@@ -32,7 +33,11 @@ async fn insert_then_pause(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminated_backend_mid_transaction_is_retried_on_a_fresh_connection() {
     let cluster = cluster().await;
-    exec(&cluster, "CREATE TABLE events(id serial PRIMARY KEY, note text)").await;
+    exec(
+        &cluster,
+        "CREATE TABLE events(id serial PRIMARY KEY, note text)",
+    )
+    .await;
     let db = db(&with_app_name(&cluster.url(), "victim")).await;
     let (paused, resume) = (Notify::new(), Notify::new());
     let (first_run, runs) = (AtomicBool::new(true), AtomicU32::new(0));
@@ -40,35 +45,59 @@ async fn terminated_backend_mid_transaction_is_retried_on_a_fresh_connection() {
     let call = insert_then_pause(&db, &paused, &resume, &first_run, &runs);
     let killer = async {
         paused.notified().await;
-        let killed = cluster.terminate_backends("victim").await.expect("terminate");
+        let killed = cluster
+            .terminate_backends("victim")
+            .await
+            .expect("terminate");
         assert_eq!(killed, 1, "the app's one connection was terminated");
         resume.notify_one();
     };
     let (result, ()) = tokio::join!(call, killer);
 
     assert_eq!(result.expect("the call succeeds on a fresh connection"), 1);
-    assert_eq!(runs.load(Ordering::SeqCst), 2, "the body ran again after the kill");
-    assert_eq!(scalar(&cluster, "SELECT count(*) FROM events").await, 1, "the killed attempt left nothing");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "the body ran again after the kill"
+    );
+    assert_eq!(
+        scalar(&cluster, "SELECT count(*) FROM events").await,
+        1,
+        "the killed attempt left nothing"
+    );
     assert!(db.metrics().retries_connection >= 1);
 }
 
 #[retriable_tx]
 async fn add_event(tx: &mut Tx<'_>, note: &str) -> Result<(), TxError> {
-    tx.execute("INSERT INTO events(note) VALUES ($1)", &[&note]).await?;
+    tx.execute("INSERT INTO events(note) VALUES ($1)", &[&note])
+        .await?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_with_idle_pooled_connections_surfaces_no_error() {
     let cluster = cluster().await;
-    exec(&cluster, "CREATE TABLE events(id serial PRIMARY KEY, note text)").await;
-    let db = Db::builder(&cluster.url()).max_size(8).build().await.expect("config");
+    exec(
+        &cluster,
+        "CREATE TABLE events(id serial PRIMARY KEY, note text)",
+    )
+    .await;
+    let db = Db::builder(&cluster.url())
+        .max_size(8)
+        .build()
+        .await
+        .expect("config");
     // Fill the pool with several connections, all idle afterwards.
     let warm: Vec<_> = (0..8).map(|_| add_event(&db, "warm")).collect();
     for result in futures_util::future::join_all(warm).await {
         result.expect("warm-up call");
     }
-    assert!(db.pool_status().idle >= 2, "several idle connections: {:?}", db.pool_status());
+    assert!(
+        db.pool_status().idle >= 2,
+        "several idle connections: {:?}",
+        db.pool_status()
+    );
 
     cluster.restart_fast().await.expect("restart");
 
@@ -77,7 +106,14 @@ async fn restart_with_idle_pooled_connections_surfaces_no_error() {
             .await
             .unwrap_or_else(|e| panic!("call {i} after the restart failed: {e}"));
     }
-    assert_eq!(scalar(&cluster, "SELECT count(*) FROM events WHERE note = 'after restart'").await, 20);
+    assert_eq!(
+        scalar(
+            &cluster,
+            "SELECT count(*) FROM events WHERE note = 'after restart'"
+        )
+        .await,
+        20
+    );
     let metrics = db.metrics();
     assert!(
         metrics.stale_connections_replaced + metrics.retries_connection >= 1,
@@ -88,13 +124,20 @@ async fn restart_with_idle_pooled_connections_surfaces_no_error() {
 
 #[retriable_tx(deadline = "2s")]
 async fn count_events(tx: &mut Tx<'_>) -> Result<i64, TxError> {
-    Ok(tx.query_one("SELECT count(*) FROM events", &[]).await?.get(0))
+    Ok(tx
+        .query_one("SELECT count(*) FROM events", &[])
+        .await?
+        .get(0))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopped_server_gives_unavailable_in_seconds_and_the_same_db_recovers() {
     let cluster = cluster().await;
-    exec(&cluster, "CREATE TABLE events(id serial PRIMARY KEY, note text)").await;
+    exec(
+        &cluster,
+        "CREATE TABLE events(id serial PRIMARY KEY, note text)",
+    )
+    .await;
     let db = db(&cluster.url()).await;
     assert_eq!(count_events(&db).await.expect("server up"), 0);
 
@@ -104,7 +147,10 @@ async fn stopped_server_gives_unavailable_in_seconds_and_the_same_db_recovers() 
     let elapsed = started.elapsed();
     println!("down: {error} after {elapsed:?}");
     assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
-    assert!(elapsed < Duration::from_secs(6), "returned within a few seconds, took {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(6),
+        "returned within a few seconds, took {elapsed:?}"
+    );
     assert!(
         error.to_string().contains("connect") || error.to_string().contains("lost"),
         "the message names the cause: {error}"
@@ -112,35 +158,58 @@ async fn stopped_server_gives_unavailable_in_seconds_and_the_same_db_recovers() 
     assert!(error.is_transient());
 
     cluster.start_again().await.expect("start");
-    let n = count_events(&db).await.expect("the same Db works after the server is back");
+    let n = count_events(&db)
+        .await
+        .expect("the same Db works after the server is back");
     assert_eq!(n, 0);
 }
 
 #[retriable_tx(timeout = "1s")]
 async fn count_events_with_timeout(tx: &mut Tx<'_>) -> Result<i64, TxError> {
-    Ok(tx.query_one("SELECT count(*) FROM events", &[]).await?.get(0))
+    Ok(tx
+        .query_one("SELECT count(*) FROM events", &[])
+        .await?
+        .get(0))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blackholed_network_times_out_in_seconds_and_recovers_when_healed() {
     let cluster = cluster().await;
-    exec(&cluster, "CREATE TABLE events(id serial PRIMARY KEY, note text)").await;
-    let proxy = FaultProxy::start(cluster.socket_addr()).await.expect("proxy");
+    exec(
+        &cluster,
+        "CREATE TABLE events(id serial PRIMARY KEY, note text)",
+    )
+    .await;
+    let proxy = FaultProxy::start(cluster.socket_addr())
+        .await
+        .expect("proxy");
     let db = db(&cluster.url_via(&proxy)).await;
-    assert_eq!(count_events_with_timeout(&db).await.expect("through the proxy"), 0);
+    assert_eq!(
+        count_events_with_timeout(&db)
+            .await
+            .expect("through the proxy"),
+        0
+    );
 
     proxy.blackhole();
     let started = Instant::now();
-    let error = count_events_with_timeout(&db).await.expect_err("the network is silent");
+    let error = count_events_with_timeout(&db)
+        .await
+        .expect_err("the network is silent");
     let elapsed = started.elapsed();
     println!("blackhole: {error} after {elapsed:?}");
     assert!(
         matches!(error.kind(), ErrorKind::Timeout | ErrorKind::Unavailable),
         "{error:?}"
     );
-    assert!(elapsed < Duration::from_secs(15), "seconds, not minutes: {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "seconds, not minutes: {elapsed:?}"
+    );
 
     proxy.pass();
-    let n = count_events_with_timeout(&db).await.expect("calls succeed once the network heals");
+    let n = count_events_with_timeout(&db)
+        .await
+        .expect("calls succeed once the network heals");
     assert_eq!(n, 0);
 }

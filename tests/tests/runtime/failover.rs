@@ -8,7 +8,8 @@ use crate::common::{cluster, exec, scalar};
 
 #[retriable_tx(deadline = "30s", retries = 30)]
 async fn record(tx: &mut Tx<'_>, n: i32) -> Result<(), TxError> {
-    tx.execute("INSERT INTO writes(n) VALUES ($1)", &[&n]).await?;
+    tx.execute("INSERT INTO writes(n) VALUES ($1)", &[&n])
+        .await?;
     Ok(())
 }
 
@@ -30,17 +31,30 @@ async fn failover_to_a_promoted_replica_keeps_writing_and_keeps_earlier_writes()
     for n in 0..20 {
         record(&db, n).await.expect("write before failover");
     }
-    replica.wait_replay_catch_up(&primary).await.expect("catch up");
+    replica
+        .wait_replay_catch_up(&primary)
+        .await
+        .expect("catch up");
 
     primary.stop_fast().await.expect("stop primary");
     replica.promote().await.expect("promote");
     let started = Instant::now();
     record(&db, 20).await.expect("first write after failover");
-    println!("time to first write after promotion: {:?}", started.elapsed());
+    println!(
+        "time to first write after promotion: {:?}",
+        started.elapsed()
+    );
 
-    assert_eq!(scalar(&replica, "SELECT count(*) FROM writes").await, 21, "no acknowledged write lost");
+    assert_eq!(
+        scalar(&replica, "SELECT count(*) FROM writes").await,
+        21,
+        "no acknowledged write lost"
+    );
     let metrics = db.metrics();
-    assert!(metrics.retries_connection + metrics.stale_connections_replaced >= 1, "{metrics:?}");
+    assert!(
+        metrics.retries_connection + metrics.stale_connections_replaced >= 1,
+        "{metrics:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,7 +67,11 @@ async fn read_only_server_causes_a_reconnect_not_an_error() {
 
     // Every session, the pooled one included, turns read-only: what a demoted primary
     // looks like to a connection that outlived the demotion.
-    exec(&server, "ALTER SYSTEM SET default_transaction_read_only = on").await;
+    exec(
+        &server,
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+    )
+    .await;
     exec(&server, "SELECT pg_reload_conf()").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let healer = async {
@@ -72,5 +90,8 @@ async fn read_only_server_causes_a_reconnect_not_an_error() {
     result.expect("the write lands once a writable server is reachable");
     assert_eq!(scalar(&server, "SELECT count(*) FROM writes").await, 2);
     let metrics = db.metrics();
-    assert!(metrics.retries_read_only >= 1, "25006 was retried: {metrics:?}");
+    assert!(
+        metrics.retries_read_only >= 1,
+        "25006 was retried: {metrics:?}"
+    );
 }

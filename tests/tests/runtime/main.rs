@@ -6,4 +6,5 @@ mod config;
 mod conflicts;
 mod connection_loss;
 mod failover;
+mod idempotency;
 mod safety;

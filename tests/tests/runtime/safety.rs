@@ -9,14 +9,19 @@ use crate::common::{cluster, db, exec, scalar, with_app_name};
 
 #[retriable_tx]
 async fn insert_item(tx: &mut Tx<'_>, id: i32) -> Result<(), TxError> {
-    tx.execute("INSERT INTO items(id) VALUES ($1)", &[&id]).await?;
+    tx.execute("INSERT INTO items(id) VALUES ($1)", &[&id])
+        .await?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn constraint_violation_returns_database_error_after_one_attempt() {
     let cluster = cluster().await;
-    exec(&cluster, "CREATE TABLE items(id int PRIMARY KEY); INSERT INTO items VALUES (1)").await;
+    exec(
+        &cluster,
+        "CREATE TABLE items(id int PRIMARY KEY); INSERT INTO items VALUES (1)",
+    )
+    .await;
     let db = db(&cluster.url()).await;
 
     let error = insert_item(&db, 1).await.expect_err("duplicate key");
@@ -63,11 +68,17 @@ async fn application_error_is_returned_unretried_and_rolled_back() {
     let db = db(&cluster.url()).await;
     let runs = AtomicU32::new(0);
 
-    let error = insert_then_reject(&db, &runs).await.expect_err("the body rejects");
+    let error = insert_then_reject(&db, &runs)
+        .await
+        .expect_err("the body rejects");
 
     assert!(matches!(error, AppError::Rejected), "{error:?}");
     assert_eq!(runs.load(Ordering::SeqCst), 1, "not retried");
-    assert_eq!(scalar(&cluster, "SELECT count(*) FROM items").await, 0, "rolled back");
+    assert_eq!(
+        scalar(&cluster, "SELECT count(*) FROM items").await,
+        0,
+        "rolled back"
+    );
 }
 
 #[retriable_tx]
@@ -75,7 +86,9 @@ async fn swallow_an_error(tx: &mut Tx<'_>) -> Result<(), TxError> {
     tx.execute("INSERT INTO items(id) VALUES (1)", &[]).await?;
     let swallowed = tx.execute("SELECT 1 / 0", &[]).await;
     assert!(swallowed.is_err());
-    tx.execute("INSERT INTO items(id) VALUES (2)", &[]).await.ok();
+    tx.execute("INSERT INTO items(id) VALUES (2)", &[])
+        .await
+        .ok();
     Ok(())
 }
 
@@ -85,11 +98,21 @@ async fn swallowed_statement_error_fails_the_call_and_commits_nothing() {
     exec(&cluster, "CREATE TABLE items(id int PRIMARY KEY)").await;
     let db = db(&cluster.url()).await;
 
-    let error = swallow_an_error(&db).await.expect_err("COMMIT must not report success");
+    let error = swallow_an_error(&db)
+        .await
+        .expect_err("COMMIT must not report success");
 
     assert_eq!(error.kind(), ErrorKind::Database);
-    assert_eq!(error.sqlstate().map(|s| s.code()), Some("22012"), "the swallowed error: {error}");
-    assert_eq!(scalar(&cluster, "SELECT count(*) FROM items").await, 0, "nothing committed");
+    assert_eq!(
+        error.sqlstate().map(|s| s.code()),
+        Some("22012"),
+        "the swallowed error: {error}"
+    );
+    assert_eq!(
+        scalar(&cluster, "SELECT count(*) FROM items").await,
+        0,
+        "nothing committed"
+    );
 }
 
 #[retriable_tx(timeout = "300ms")]
@@ -114,11 +137,19 @@ async fn statement_timeout_returns_timeout_and_leaves_the_connection_clean() {
     assert_eq!(error.kind(), ErrorKind::Timeout, "{error}");
     assert_eq!(error.sqlstate().map(|s| s.code()), Some("57014"));
     assert_eq!(error.attempts(), 1);
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 
     // The one pooled connection is reused, outside any transaction, holding no locks.
     insert_item(&db, 2).await.expect("the connection is clean");
-    assert_eq!(scalar(&cluster, "SELECT count(*) FROM items").await, 1, "only the later insert");
+    assert_eq!(
+        scalar(&cluster, "SELECT count(*) FROM items").await,
+        1,
+        "only the later insert"
+    );
     assert_eq!(
         scalar(
             &cluster,
@@ -163,7 +194,9 @@ async fn exhausted_pool_gives_pool_exhausted_near_the_pool_timeout() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let started = Instant::now();
-    let error = hold_a_connection(&db).await.expect_err("no connection free");
+    let error = hold_a_connection(&db)
+        .await
+        .expect_err("no connection free");
     let elapsed = started.elapsed();
 
     assert_eq!(error.kind(), ErrorKind::PoolExhausted, "{error}");
