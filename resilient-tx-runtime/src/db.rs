@@ -270,6 +270,11 @@ impl DbBuilder {
             ));
         }
         KeyTable::validate(&self.idempotency_table)?;
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(TxError::config(
+                "sslmode=require is not supported yet: connections are made without TLS",
+            ));
+        }
         if config.get_hosts().is_empty() {
             config.host("localhost");
         }

@@ -22,6 +22,9 @@ pub(crate) const DEFAULT_TABLE: &str = "resilient_tx.idempotency_keys";
 /// same key stored.
 #[doc(hidden)]
 #[derive(Debug)]
+// Built once per attempt and matched at once: boxing the transaction would cost an
+// allocation per keyed attempt for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Begin<'db, T> {
     /// The key is claimed by this attempt: run the body.
     Run(Tx<'db>),
