@@ -1,0 +1,56 @@
+//! Test kit of resilient-tx: real PostgreSQL servers and network faults for
+//! the integration suites.
+//!
+//! * [`PgCluster`] — a throw-away PostgreSQL server (initdb'ed into a
+//!   temporary directory, on a port of its own) that tests can stop, restart,
+//!   crash, replicate, promote, and whose backends they can terminate.
+//! * [`FaultProxy`] — a TCP proxy in front of a server that adds latency,
+//!   goes silent (blackhole), refuses or resets connections on command.
+//! * [`binaries`] — where the PostgreSQL binaries are and how to run them
+//!   (as the `postgres` OS user when the tests run as root).
+//!
+//! Everything is isolated per instance (directory, port, socket directory),
+//! so tests may run in parallel, in threads (`cargo test`) or processes
+//! (`cargo nextest`). The server binaries are found through `$PG_BINDIR`,
+//! `pg_config --bindir`, or `/usr/lib/postgresql/<major>/bin`; PostgreSQL 14
+//! or newer is needed (`pg_terminate_backend` with a timeout).
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use resilient_tx_testkit::{FaultProxy, PgCluster};
+//!
+//! let cluster = PgCluster::start().await?;
+//! let proxy = FaultProxy::start(cluster.socket_addr()).await?;
+//! // Point the code under test at `cluster.url_via(&proxy)`, then:
+//! proxy.cut_all().await;           // every connection is reset
+//! cluster.restart_immediate().await?; // the server crashes and recovers
+//! # Ok(()) }
+//! ```
+
+#![deny(missing_docs)]
+
+pub mod binaries;
+mod cluster;
+mod ports;
+mod postmaster;
+mod proxy;
+mod replica;
+mod settings;
+
+pub use cluster::{ADMIN_APPLICATION_NAME, PgCluster, PgClusterBuilder, SUPERUSER};
+pub use ports::pick_free_port;
+pub use proxy::{Direction, FaultProxy, ProxyMode};
+
+/// Installs a `tracing` subscriber for tests: filtered by `RUST_LOG`
+/// (default `info`), written through the test harness's capture so output
+/// shows up only for failing tests. Safe to call from every test: only the
+/// first call in a process installs anything.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
