@@ -211,6 +211,10 @@ impl std::error::Error for TxError {
 ///     }
 /// }
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the error type of a #[retriable_tx] function",
+    note = "implement `From<TxError>` and `AsTxError` for `{Self}`, or return `TxError`"
+)]
 pub trait AsTxError {
     /// The database error inside, or `None` for an application error.
     fn as_tx_error(&self) -> Option<&TxError>;

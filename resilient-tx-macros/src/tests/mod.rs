@@ -1,0 +1,14 @@
+//! Unit tests of parsing and checking, on `proc_macro2` streams.
+//!
+//! They live apart from the modules they test because `tests/expand.rs` compiles
+//! those modules again for the expansion snapshots, and should not run these twice.
+
+mod attr;
+mod duration;
+mod expand;
+mod signature;
+
+/// Every message in a (combined) error.
+fn messages(error: syn::Error) -> Vec<String> {
+    error.into_iter().map(|e| e.to_string()).collect()
+}
