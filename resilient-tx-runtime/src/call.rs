@@ -25,6 +25,7 @@ use crate::db::Db;
 use crate::error::{AsTxError, TxError};
 use crate::policy::{CallOptions, Policy};
 use crate::tx::Tx;
+use crate::verification::{Verdict, new_marker};
 
 /// Lock timeouts (55P03) are retried at most this often: a lock held that long is
 /// rarely released by the next try.
@@ -33,6 +34,12 @@ const LOCK_RETRIES: u32 = 2;
 /// Between the server's statement timeout and the client's timer: the server's cancel
 /// (a clean 57014, the connection kept) should win whenever the server is answering.
 const CLIENT_TIMER_MARGIN: Duration = Duration::from_millis(500);
+
+/// Every this many commits, markers older than [`MARKER_RETENTION`] are purged.
+const MARKER_PURGE_EVERY: u64 = 10_000;
+
+/// How long commit markers are kept: far longer than any call's deadline.
+const MARKER_RETENTION: Duration = Duration::from_secs(3600);
 
 /// The state of one call across its attempts.
 #[doc(hidden)]
@@ -46,6 +53,8 @@ pub struct Call<'db> {
     span: Span,
     attempt_span: Span,
     key: Option<String>,
+    /// This call writes a commit marker (decided once the key is known).
+    verify: bool,
 }
 
 impl<'db> Call<'db> {
@@ -74,12 +83,16 @@ impl<'db> Call<'db> {
             attempt_span: Span::none(),
             span,
             key: None,
+            verify: false,
         }
     }
 
     /// Starts the next attempt: a usable connection and a transaction whose BEGIN will
     /// travel with the first statement. Failures to get a connection are retried here.
     pub async fn begin(&mut self) -> Result<Tx<'db>, TxError> {
+        if self.attempt == 0 {
+            self.verify = self.wants_verification().await;
+        }
         loop {
             self.attempt += 1;
             self.db.counters().attempt();
@@ -138,7 +151,12 @@ impl<'db> Call<'db> {
     {
         match result {
             Ok(value) => {
-                let committed = tx.commit().instrument(self.attempt_span.clone()).await;
+                let marker = self.verify.then(new_marker);
+                let marker_insert = marker.as_ref().map(|m| self.db.marker_table().insert(m));
+                let committed = tx
+                    .commit(marker_insert.as_deref())
+                    .instrument(self.attempt_span.clone())
+                    .await;
                 // The connection goes back to the pool before any backoff.
                 drop(tx);
                 match committed {
@@ -147,6 +165,15 @@ impl<'db> Call<'db> {
                         ControlFlow::Break(Ok(value))
                     }
                     Err(error) => {
+                        let error = match (error.failure(), &marker) {
+                            (Failure::CommitUnknown, Some(marker)) => {
+                                match self.settle_ambiguous(error, marker).await {
+                                    Ok(()) => return ControlFlow::Break(Ok(value)),
+                                    Err(error) => error,
+                                }
+                            }
+                            _ => error,
+                        };
                         if self.retry_after(&error).await {
                             return ControlFlow::Continue(());
                         }
@@ -170,6 +197,39 @@ impl<'db> Call<'db> {
                 ControlFlow::Break(Err(user_error))
             }
         }
+    }
+
+    /// Verifies an ambiguous COMMIT by its marker: `Ok` when it committed; otherwise
+    /// the error to go on with (retriable when it did not commit).
+    async fn settle_ambiguous(&mut self, error: TxError, marker: &str) -> Result<(), TxError> {
+        let counters = self.db.counters();
+        let verdict = self
+            .verify_commit(marker)
+            .instrument(self.attempt_span.clone())
+            .await;
+        tracing::info!(parent: &self.attempt_span, function = self.name, verdict = ?verdict,
+            "verified an ambiguous COMMIT");
+        match verdict {
+            Verdict::Committed => {
+                counters.ambiguous_commit();
+                counters.ambiguous_verified(true);
+                self.committed();
+                Ok(())
+            }
+            Verdict::NotCommitted => {
+                counters.ambiguous_commit();
+                counters.ambiguous_verified(false);
+                Err(TxError::new(
+                    Failure::ConnectionLost,
+                    format!("{} (verified: it was not applied)", error.message()),
+                ))
+            }
+            Verdict::Unknown => Err(error),
+        }
+    }
+
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
     }
 
     /// How long this attempt may take: the policy's timeout plus a margin for the
@@ -202,6 +262,7 @@ impl<'db> Call<'db> {
         }
         let action = failure.action();
         if failure == Failure::CommitUnknown {
+            // Verified ones were counted where they were settled.
             counters.ambiguous_commit();
         }
         let retriable = match action {
@@ -267,6 +328,27 @@ impl<'db> Call<'db> {
         true
     }
 
+    /// Whether this call writes a commit marker: not when a key or `idempotent`
+    /// already settles an ambiguous COMMIT, nor for read-only work, nor when the
+    /// marker table cannot be created (then an ambiguous COMMIT is `CommitUnknown`).
+    async fn wants_verification(&self) -> bool {
+        if !self.db.commit_verification()
+            || self.key.is_some()
+            || self.policy.idempotent
+            || self.policy.read_only
+        {
+            return false;
+        }
+        match self.db.migrate().await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(function = self.name, error = %error,
+                    "commit verification is unavailable: the marker table could not be created");
+                false
+            }
+        }
+    }
+
     pub(crate) fn db(&self) -> &'db Db {
         self.db
     }
@@ -292,7 +374,17 @@ impl<'db> Call<'db> {
     }
 
     fn committed(&self) {
-        self.db.counters().commit();
+        let commits = self.db.counters().commit();
+        if self.verify && commits % MARKER_PURGE_EVERY == 0 {
+            // Markers matter only until their call returns; keep the table small
+            // without a background task of its own.
+            let db = self.db.clone();
+            tokio::spawn(async move {
+                if let Err(error) = db.purge_commit_markers(MARKER_RETENTION).await {
+                    tracing::warn!(error = %error, "purging old commit markers failed");
+                }
+            });
+        }
         self.attempt_span.record("outcome", "committed");
         self.span.record("outcome", "committed");
         self.span.record("attempts", self.attempt);

@@ -18,6 +18,11 @@ use crate::policy::Policy;
 use crate::pool::Pool;
 use crate::status::PoolStatus;
 use crate::tx::Tx;
+use crate::verification::{DEFAULT_MARKER_TABLE, MarkerTable};
+
+/// The future a [`Db::transaction_boxed`] body returns.
+pub type BoxedBody<'t, T, E> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send + 't>>;
 
 /// A pool of PostgreSQL connections and the policy that runs transactions on it.
 /// Cheap to clone; every clone shares the pool, the counters and the retry budget.
@@ -33,6 +38,8 @@ struct DbInner {
     budget: RetryBudget,
     health_timeout: Duration,
     key_table: KeyTable,
+    marker_table: MarkerTable,
+    commit_verification: bool,
     idempotency_ready: tokio::sync::OnceCell<()>,
 }
 
@@ -51,6 +58,10 @@ impl Db {
 
     /// Runs `body` as a transaction under `policy`, retrying as `#[retriable_tx]` does.
     ///
+    /// Where the call must be `Send` (inside `tokio::spawn`, a web handler), use
+    /// `#[retriable_tx]` or [`Db::transaction_boxed`]: the compiler cannot yet prove an
+    /// async closure's future `Send`.
+    ///
     /// ```no_run
     /// # async fn example(db: &resilient_tx_runtime::Db) -> Result<(), resilient_tx_runtime::TxError> {
     /// use resilient_tx_runtime::{Policy, TxError};
@@ -66,6 +77,44 @@ impl Db {
     pub async fn transaction<T, E, F>(&self, policy: &Policy, mut body: F) -> Result<T, E>
     where
         F: AsyncFnMut(&mut Tx<'_>) -> Result<T, E>,
+        E: From<TxError> + AsTxError,
+    {
+        let mut call = Call::with_policy(self, policy.clone(), "transaction");
+        loop {
+            let mut tx = call.begin().await?;
+            let result = call.run(body(&mut tx)).await;
+            if let ControlFlow::Break(done) = call.end(tx, result).await {
+                return done;
+            }
+        }
+    }
+
+    /// [`Db::transaction`] for code that must be `Send` (a spawned task, a web
+    /// handler): today's compiler cannot prove an async closure's future `Send` for
+    /// every lifetime, so here the body returns a boxed future instead. Like the
+    /// by-value parameters of a `#[retriable_tx]` function, what the body needs is
+    /// cloned into each attempt.
+    ///
+    /// ```no_run
+    /// # async fn example(db: resilient_tx_runtime::Db) {
+    /// use resilient_tx_runtime::{Policy, TxError};
+    /// tokio::spawn(async move {
+    ///     let name = String::from("alpha");
+    ///     let policy = Policy::default();
+    ///     db.transaction_boxed(&policy, move |tx| {
+    ///         let name = name.clone();
+    ///         Box::pin(async move {
+    ///             tx.execute("INSERT INTO servers(name) VALUES ($1)", &[&name]).await?;
+    ///             Ok::<_, TxError>(())
+    ///         })
+    ///     })
+    ///     .await
+    /// });
+    /// # }
+    /// ```
+    pub async fn transaction_boxed<T, E, F>(&self, policy: &Policy, mut body: F) -> Result<T, E>
+    where
+        F: for<'t, 'c> FnMut(&'t mut Tx<'c>) -> BoxedBody<'t, T, E>,
         E: From<TxError> + AsTxError,
     {
         let mut call = Call::with_policy(self, policy.clone(), "transaction");
@@ -117,6 +166,15 @@ impl Db {
         &self.inner.key_table
     }
 
+    pub(crate) fn marker_table(&self) -> &MarkerTable {
+        &self.inner.marker_table
+    }
+
+    /// Whether calls without a key verify an ambiguous COMMIT by their marker.
+    pub fn commit_verification(&self) -> bool {
+        self.inner.commit_verification
+    }
+
     pub(crate) fn idempotency_ready(&self) -> &tokio::sync::OnceCell<()> {
         &self.inner.idempotency_ready
     }
@@ -151,6 +209,8 @@ pub struct DbBuilder {
     policy: Policy,
     retry_budget: RetryBudgetConfig,
     idempotency_table: String,
+    commit_marker_table: String,
+    commit_verification: bool,
 }
 
 impl DbBuilder {
@@ -172,6 +232,8 @@ impl DbBuilder {
             policy: Policy::default(),
             retry_budget: RetryBudgetConfig::default(),
             idempotency_table: DEFAULT_TABLE.to_owned(),
+            commit_marker_table: DEFAULT_MARKER_TABLE.to_owned(),
+            commit_verification: true,
         }
     }
 
@@ -251,6 +313,22 @@ impl DbBuilder {
         self
     }
 
+    /// Where commit markers are stored: `schema.table` or `table`
+    /// (default `resilient_tx.commit_markers`).
+    pub fn commit_marker_table(mut self, name: impl Into<String>) -> Self {
+        self.commit_marker_table = name.into();
+        self
+    }
+
+    /// Whether a call without an idempotency key, not marked `idempotent`, writes a
+    /// marker with its transaction so that a COMMIT whose reply was lost can be
+    /// verified (default on). Off, such a call returns `CommitUnknown` instead. The
+    /// marker rides with COMMIT: it costs no round trip, only the insert of one row.
+    pub fn commit_verification(mut self, on: bool) -> Self {
+        self.commit_verification = on;
+        self
+    }
+
     /// Builds the `Db`. Does not wait for the database: it fails only when the
     /// configuration is invalid.
     pub async fn build(self) -> Result<Db, TxError> {
@@ -270,6 +348,7 @@ impl DbBuilder {
             ));
         }
         KeyTable::validate(&self.idempotency_table)?;
+        KeyTable::validate(&self.commit_marker_table)?;
         if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
             return Err(TxError::config(
                 "sslmode=require is not supported yet: connections are made without TLS",
@@ -328,6 +407,8 @@ impl DbBuilder {
                 budget: RetryBudget::new(self.retry_budget),
                 health_timeout: self.health_timeout,
                 key_table: KeyTable::new(&self.idempotency_table),
+                marker_table: MarkerTable::new(&self.commit_marker_table),
+                commit_verification: self.commit_verification,
                 idempotency_ready: tokio::sync::OnceCell::new(),
             }),
         })

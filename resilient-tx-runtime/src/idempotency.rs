@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::call::Call;
-use crate::classify::Failure;
+use crate::classify::{Failure, Phase, to_tx_error};
 use crate::db::Db;
 use crate::error::{AsTxError, TxError};
 use crate::tx::Tx;
@@ -98,30 +98,33 @@ impl KeyTable {
 }
 
 impl Db {
-    /// Creates the idempotency table if it does not exist. Calls with a key do this on
-    /// first use; call it at start-up if you prefer explicit DDL.
+    /// Creates the idempotency and commit-marker tables if they do not exist. Calls
+    /// do this on first use; call it at start-up if you prefer explicit DDL.
     pub async fn migrate(&self) -> Result<(), TxError> {
         self.idempotency_ready()
             .get_or_try_init(|| async {
-                let sql = self.key_table().create.clone();
-                let policy = self.policy().clone().retries(3);
-                let mut call = Call::with_policy(self, policy, "resilient_tx::migrate");
+                let sql = format!(
+                    "{}\n{}",
+                    self.key_table().create,
+                    self.marker_table().create
+                );
+                let mut tries = 0;
                 loop {
-                    let mut tx = call.begin().await?;
-                    let result = tx.batch_execute(&sql).await;
-                    // Two processes creating the table at once: one of them sees a
-                    // unique violation on the catalog; the retry finds it created.
-                    let result = match result {
-                        Err(e) if e.sqlstate().is_some_and(|s| s.code() == "23505") => {
-                            Err(TxError::new(
-                                Failure::Conflict,
-                                "the idempotency table was being created concurrently",
-                            ))
+                    tries += 1;
+                    let mut conn = self.pool().acquire(self.pool_timeout()).await?;
+                    match conn.client.batch_execute(&sql).await {
+                        Ok(()) => return Ok(()),
+                        Err(e) => {
+                            conn.broken = true;
+                            let error = to_tx_error(e, Phase::Statement);
+                            // Two processes creating the tables at once: one of them
+                            // sees a unique violation on the catalog; the next try
+                            // finds them created.
+                            let concurrent = error.sqlstate().is_some_and(|s| s.code() == "23505");
+                            if tries >= 3 || !(concurrent || error.is_transient()) {
+                                return Err(error);
+                            }
                         }
-                        other => other,
-                    };
-                    if let ControlFlow::Break(done) = call.end(tx, result).await {
-                        return done;
                     }
                 }
             })
@@ -134,11 +137,31 @@ impl Db {
         self.migrate().await?;
         let sql = self.key_table().purge.clone();
         let millis = i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
-        let policy = self.policy().clone();
-        self.transaction(&policy, async |tx| {
-            tx.execute(sql.as_str(), &[&millis]).await
-        })
-        .await
+        self.purge(&sql, millis).await
+    }
+}
+
+impl Db {
+    /// Runs one purge statement in its own implicit transaction. Purges are
+    /// idempotent, so a lost connection is simply tried again, a few times.
+    pub(crate) async fn purge(&self, sql: &str, millis: i64) -> Result<u64, TxError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let mut conn = self.pool().acquire(self.pool_timeout()).await?;
+            match conn.client.execute(sql, &[&millis]).await {
+                Ok(n) => return Ok(n),
+                Err(e) => {
+                    let error = to_tx_error(e, Phase::Statement);
+                    if error.failure().discards_connection() {
+                        conn.broken = true;
+                    }
+                    if tries >= 3 || !error.is_transient() {
+                        return Err(error);
+                    }
+                }
+            }
+        }
     }
 }
 

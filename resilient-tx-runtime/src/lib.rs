@@ -22,12 +22,13 @@ mod policy;
 mod pool;
 mod status;
 mod tx;
+mod verification;
 
 #[doc(hidden)]
 pub mod __private;
 
 pub use budget::RetryBudgetConfig;
-pub use db::{Db, DbBuilder};
+pub use db::{BoxedBody, Db, DbBuilder};
 pub use error::{AsTxError, ErrorKind, TxError};
 pub use health::{Health, ServerRole};
 pub use metrics::Metrics;

@@ -22,6 +22,8 @@ pub(crate) struct Counters {
     ambiguous_rerun_idempotent: AtomicU64,
     ambiguous_unresolved: AtomicU64,
     ambiguous_checked_by_key: AtomicU64,
+    ambiguous_verified_committed: AtomicU64,
+    ambiguous_verified_not_committed: AtomicU64,
     stored_results_returned: AtomicU64,
     give_ups: AtomicU64,
     budget_refusals: AtomicU64,
@@ -38,8 +40,9 @@ impl Counters {
     pub(crate) fn attempt(&self) {
         bump(&self.attempts);
     }
-    pub(crate) fn commit(&self) {
-        bump(&self.commits);
+    /// Counts a commit; returns how many there have been.
+    pub(crate) fn commit(&self) -> u64 {
+        self.commits.fetch_add(1, Ordering::Relaxed) + 1
     }
     pub(crate) fn retry(&self, failure: Failure) {
         match failure {
@@ -73,6 +76,13 @@ impl Counters {
     pub(crate) fn ambiguous_checked_by_key(&self) {
         bump(&self.ambiguous_checked_by_key);
     }
+    pub(crate) fn ambiguous_verified(&self, committed: bool) {
+        if committed {
+            bump(&self.ambiguous_verified_committed);
+        } else {
+            bump(&self.ambiguous_verified_not_committed);
+        }
+    }
     pub(crate) fn stored_result_returned(&self) {
         bump(&self.stored_results_returned);
     }
@@ -101,6 +111,8 @@ impl Counters {
             ambiguous_rerun_idempotent: read(&self.ambiguous_rerun_idempotent),
             ambiguous_unresolved: read(&self.ambiguous_unresolved),
             ambiguous_checked_by_key: read(&self.ambiguous_checked_by_key),
+            ambiguous_verified_committed: read(&self.ambiguous_verified_committed),
+            ambiguous_verified_not_committed: read(&self.ambiguous_verified_not_committed),
             stored_results_returned: read(&self.stored_results_returned),
             give_ups: read(&self.give_ups),
             budget_refusals: read(&self.budget_refusals),
@@ -140,11 +152,16 @@ pub struct Metrics {
     pub ambiguous_commits: u64,
     /// Ambiguous commits resolved by re-running an `idempotent` body.
     pub ambiguous_rerun_idempotent: u64,
-    /// Ambiguous commits returned to the caller as `CommitUnknown`.
+    /// Ambiguous commits returned to the caller as `CommitUnknown` (verification off
+    /// or without an answer before the deadline).
     pub ambiguous_unresolved: u64,
     /// Ambiguous commits of keyed calls, resolved by retrying: the retry finds the
     /// stored result if the COMMIT landed, and runs the body if it did not.
     pub ambiguous_checked_by_key: u64,
+    /// Ambiguous commits that verification found committed: the call succeeded.
+    pub ambiguous_verified_committed: u64,
+    /// Ambiguous commits that verification found not committed: the call retried.
+    pub ambiguous_verified_not_committed: u64,
     /// Keyed calls that returned the result an earlier call stored, without running.
     pub stored_results_returned: u64,
     /// Calls that ended with an error after retrying.

@@ -196,8 +196,9 @@ impl<'db> Tx<'db> {
         Ok(output)
     }
 
-    /// Sends COMMIT. A transaction in which nothing ran costs nothing.
-    pub(crate) async fn commit(&mut self) -> Result<(), TxError> {
+    /// Sends COMMIT, preceded in the same flight by `marker_insert` when given. A
+    /// transaction in which nothing ran costs nothing.
+    pub(crate) async fn commit(&mut self, marker_insert: Option<&str>) -> Result<(), TxError> {
         if let Some(error) = &self.poisoned {
             return Err(error.clone());
         }
@@ -205,7 +206,23 @@ impl<'db> Tx<'db> {
         if self.pending_begin.is_some() {
             return Ok(());
         }
-        let work = self.conn.client.batch_execute("COMMIT");
+        let client = &self.conn.client;
+        let work = async {
+            match marker_insert {
+                None => client.batch_execute("COMMIT").await,
+                Some(insert) => {
+                    // Two messages back to back: should the insert fail, the COMMIT
+                    // that follows only ends the aborted transaction, and the
+                    // insert's error is what the caller sees.
+                    let (marked, committed) = futures_util::future::join(
+                        client.batch_execute(insert),
+                        client.batch_execute("COMMIT"),
+                    )
+                    .await;
+                    marked.and(committed)
+                }
+            }
+        };
         let result = match bounded(&mut self.in_flight, self.deadline, work).await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(e)) => to_tx_error(e, Phase::Commit),

@@ -196,10 +196,14 @@ async fn pay_keyed(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_lost_during_commit_is_commit_unknown_and_never_rerun() {
+async fn without_verification_a_lost_commit_is_commit_unknown_and_never_rerun() {
     let cluster = cluster().await;
     slow_commit_schema(&cluster).await;
-    let db = db(&with_app_name(&cluster.url(), "payer")).await;
+    let db = resilient_tx::Db::builder(&with_app_name(&cluster.url(), "payer"))
+        .commit_verification(false)
+        .build()
+        .await
+        .expect("config");
     let (first_run, runs) = (AtomicBool::new(true), AtomicU32::new(0));
 
     let (result, ()) = tokio::join!(
@@ -215,6 +219,41 @@ async fn connection_lost_during_commit_is_commit_unknown_and_never_rerun() {
     assert_eq!(
         (metrics.ambiguous_commits, metrics.ambiguous_unresolved),
         (1, 1),
+        "{metrics:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_commit_is_verified_by_its_marker_and_retried_once_found_not_applied() {
+    let cluster = cluster().await;
+    slow_commit_schema(&cluster).await;
+    let db = db(&with_app_name(&cluster.url(), "payer")).await;
+    let (first_run, runs) = (AtomicBool::new(true), AtomicU32::new(0));
+
+    let (result, ()) = tokio::join!(
+        pay(&db, &first_run, &runs),
+        kill_during_commit(&cluster, "payer")
+    );
+
+    result.expect("verified not applied, then retried");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "re-run only after verification"
+    );
+    assert_eq!(
+        scalar(&cluster, "SELECT count(*) FROM payments").await,
+        1,
+        "applied once"
+    );
+    let metrics = db.metrics();
+    assert_eq!(
+        (
+            metrics.ambiguous_commits,
+            metrics.ambiguous_verified_not_committed,
+            metrics.ambiguous_unresolved
+        ),
+        (1, 1, 0),
         "{metrics:?}"
     );
 }

@@ -1,0 +1,176 @@
+//! Automatic commit verification: a call without an idempotency key, not marked
+//! `idempotent`, writes a random marker in its own transaction, just before COMMIT. If
+//! the connection dies while COMMIT is in flight, a fresh connection settles the
+//! outcome by inserting the same marker:
+//!
+//! * the insert conflicts: the original transaction committed → the call succeeds;
+//! * the insert succeeds: the original did not commit, and never can, since its own
+//!   marker insert (which precedes its COMMIT) would now conflict → the call retries;
+//! * the insert waits: the original transaction is still open; it is waited for (its
+//!   row lock decides) until the call's deadline, then the call gets `CommitUnknown`.
+//!
+//! This holds across a failover too: what counts is whether the marker is on the
+//! server that answers now. Transaction ids would not do, since a promoted replica can
+//! hand out again an id whose commit never reached it.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_postgres::SimpleQueryMessage;
+
+use crate::call::Call;
+use crate::db::Db;
+use crate::error::TxError;
+
+/// Where markers live unless the builder says otherwise.
+pub(crate) const DEFAULT_MARKER_TABLE: &str = "resilient_tx.commit_markers";
+
+/// One probe waits at most this long for the original transaction's row lock.
+const PROBE_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The marker table's SQL.
+#[derive(Debug, Clone)]
+pub(crate) struct MarkerTable {
+    name: String,
+    pub(crate) create: String,
+    purge: String,
+}
+
+/// What a verification found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// The original transaction committed.
+    Committed,
+    /// It did not, and now cannot.
+    NotCommitted,
+    /// No answer before the deadline.
+    Unknown,
+}
+
+impl MarkerTable {
+    pub(crate) fn new(name: &str) -> MarkerTable {
+        let schema = name
+            .split_once('.')
+            .map(|(schema, _)| format!("CREATE SCHEMA IF NOT EXISTS {schema};"))
+            .unwrap_or_default();
+        let index = name.replace('.', "_");
+        MarkerTable {
+            name: name.to_owned(),
+            create: format!(
+                "{schema}
+                 CREATE TABLE IF NOT EXISTS {name} (
+                     id text PRIMARY KEY,
+                     created_at timestamptz NOT NULL DEFAULT now());
+                 CREATE INDEX IF NOT EXISTS {index}_created_at ON {name} (created_at);"
+            ),
+            purge: format!(
+                "DELETE FROM {name} WHERE created_at < now() - ($1::int8 * interval '1 millisecond')"
+            ),
+        }
+    }
+
+    /// The statement a transaction sends just before COMMIT. The marker is hex made
+    /// here, so inlining it is safe, and a simple query needs no prepare round trip.
+    pub(crate) fn insert(&self, marker: &str) -> String {
+        format!("INSERT INTO {} (id) VALUES ('{marker}')", self.name)
+    }
+
+    /// The probe: insert the same marker if absent, in a transaction whose lock wait
+    /// is bounded; a returned row means the original did not commit.
+    fn probe(&self, marker: &str, lock_timeout: Duration) -> String {
+        format!(
+            "BEGIN; SET LOCAL lock_timeout = {}; \
+             INSERT INTO {} (id) VALUES ('{marker}') ON CONFLICT DO NOTHING RETURNING 1; COMMIT",
+            lock_timeout.as_millis().max(1),
+            self.name
+        )
+    }
+}
+
+/// A fresh random marker.
+pub(crate) fn new_marker() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+impl Db {
+    /// Deletes commit markers older than `older_than` (they matter only until the call
+    /// that wrote them has returned); returns how many. Calls purge markers older than
+    /// an hour by themselves from time to time.
+    pub async fn purge_commit_markers(&self, older_than: Duration) -> Result<u64, TxError> {
+        self.migrate().await?;
+        let sql = self.marker_table().purge.clone();
+        let millis = i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
+        self.purge(&sql, millis).await
+    }
+}
+
+impl Call<'_> {
+    /// Settles an ambiguous COMMIT by its marker, retrying probes until the deadline.
+    pub(crate) async fn verify_commit(&self, marker: &str) -> Verdict {
+        let db = self.db();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let now = Instant::now();
+            let remaining = self.deadline().saturating_duration_since(now);
+            if remaining.is_zero() {
+                return Verdict::Unknown;
+            }
+            let bound = remaining.min(db.pool_timeout());
+            if let Ok(mut conn) = db.pool().acquire(bound).await {
+                let sql = db
+                    .marker_table()
+                    .probe(marker, PROBE_LOCK_TIMEOUT.min(remaining));
+                let answer = tokio::time::timeout(remaining, conn.client.simple_query(&sql)).await;
+                match answer {
+                    Ok(Ok(messages)) => {
+                        let inserted = messages
+                            .iter()
+                            .any(|m| matches!(m, SimpleQueryMessage::Row(_)));
+                        return if inserted {
+                            Verdict::NotCommitted
+                        } else {
+                            Verdict::Committed
+                        };
+                    }
+                    // A failed probe leaves its transaction aborted, a timed-out one
+                    // leaves a request in flight: either way, not for the pool.
+                    Ok(Err(e)) => {
+                        conn.broken = true;
+                        tracing::info!(error = %crate::classify::cause_of(&e), "commit verification probe failed; trying again");
+                    }
+                    Err(_) => conn.broken = true,
+                }
+            }
+            tokio::time::sleep(
+                pause.min(self.deadline().saturating_duration_since(Instant::now())),
+            )
+            .await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_are_hex_and_unique() {
+        let (a, b) = (new_marker(), new_marker());
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn probe_inserts_the_same_marker_with_a_bounded_lock_wait() {
+        let table = MarkerTable::new("resilient_tx.commit_markers");
+        let probe = table.probe("ab12", Duration::from_millis(1500));
+        assert!(probe.contains("SET LOCAL lock_timeout = 1500"));
+        assert!(probe.contains("VALUES ('ab12') ON CONFLICT DO NOTHING RETURNING 1"));
+        assert_eq!(
+            table.insert("ab12"),
+            "INSERT INTO resilient_tx.commit_markers (id) VALUES ('ab12')"
+        );
+    }
+}
