@@ -120,6 +120,7 @@ impl<'db> Call<'db> {
                     return Ok(Tx::new(
                         conn,
                         self.begin_sql.clone(),
+                        self.policy.read_only,
                         attempt_deadline,
                         timer,
                     ));
@@ -152,9 +153,9 @@ impl<'db> Call<'db> {
         match result {
             Ok(value) => {
                 let marker = self.verify.then(new_marker);
-                let marker_insert = marker.as_ref().map(|m| self.db.marker_table().insert(m));
+                let insert = self.db.marker_table().insert.as_str();
                 let committed = tx
-                    .commit(marker_insert.as_deref())
+                    .commit(marker.as_deref().map(|m| (insert, m)))
                     .instrument(self.attempt_span.clone())
                     .await;
                 // The connection goes back to the pool before any backoff.
@@ -268,7 +269,10 @@ impl<'db> Call<'db> {
         let retriable = match action {
             Action::Retry | Action::Reconnect => true,
             // A keyed retry finds the stored result if the COMMIT did land.
-            Action::Resolve => self.policy.idempotent || self.key.is_some(),
+            // Read-only work changes nothing, so running it again is always safe.
+            Action::Resolve => {
+                self.policy.idempotent || self.key.is_some() || self.policy.read_only
+            }
             Action::Return => false,
         };
         if !retriable {
@@ -342,8 +346,10 @@ impl<'db> Call<'db> {
         match self.db.migrate().await {
             Ok(()) => true,
             Err(error) => {
+                // Not cached: a database that is down now may let the next call create
+                // the table. Each later call tries again.
                 tracing::warn!(function = self.name, error = %error,
-                    "commit verification is unavailable: the marker table could not be created");
+                    "commit verification is unavailable for this call: the marker table could not be created");
                 false
             }
         }

@@ -78,17 +78,22 @@ pub struct Tx<'db> {
     deadline: Instant,
     /// The attempt timer's length, for messages.
     timer: Duration,
+    /// BEGIN said READ ONLY: a 25006 is then the body's own write, not a demoted
+    /// server.
+    read_only: bool,
 }
 
 impl<'db> Tx<'db> {
     pub(crate) fn new(
         conn: Pooled<'db>,
         begin: Arc<str>,
+        read_only: bool,
         deadline: Instant,
         timer: Duration,
     ) -> Self {
         Tx {
             conn,
+            read_only,
             pending_begin: Some(begin),
             in_flight: false,
             finished: false,
@@ -196,26 +201,34 @@ impl<'db> Tx<'db> {
         Ok(output)
     }
 
-    /// Sends COMMIT, preceded in the same flight by `marker_insert` when given. A
-    /// transaction in which nothing ran costs nothing.
-    pub(crate) async fn commit(&mut self, marker_insert: Option<&str>) -> Result<(), TxError> {
+    /// Sends COMMIT, preceded in the same flight by the commit marker's insert when
+    /// one is given (`(statement SQL, marker)`). A transaction in which nothing ran
+    /// costs nothing.
+    pub(crate) async fn commit(&mut self, marker: Option<(&str, &str)>) -> Result<(), TxError> {
         if let Some(error) = &self.poisoned {
             return Err(error.clone());
         }
-        self.finished = true;
         if self.pending_begin.is_some() {
+            self.finished = true;
             return Ok(());
         }
+        // The marker's insert is a prepared statement, cached per connection like the
+        // body's: preparing it costs one round trip per connection, not per call.
+        let marker = match marker {
+            Some((sql, id)) => Some((self.prepare(sql).await?, id)),
+            None => None,
+        };
+        self.finished = true;
         let client = &self.conn.client;
         let work = async {
-            match marker_insert {
+            match &marker {
                 None => client.batch_execute("COMMIT").await,
-                Some(insert) => {
-                    // Two messages back to back: should the insert fail, the COMMIT
-                    // that follows only ends the aborted transaction, and the
-                    // insert's error is what the caller sees.
+                Some((statement, id)) => {
+                    // Back to back: should the insert fail, the COMMIT that follows
+                    // only ends the aborted transaction, and the insert's error is
+                    // what the caller sees.
                     let (marked, committed) = futures_util::future::join(
-                        client.batch_execute(insert),
+                        client.execute(statement, &[id]),
                         client.batch_execute("COMMIT"),
                     )
                     .await;
@@ -273,6 +286,19 @@ impl<'db> Tx<'db> {
             Ok(Ok(output)) => return Ok(output),
             Ok(Err(e)) => to_tx_error(e, Phase::Statement),
             Err(()) => client_timeout(Phase::Statement, self.timer),
+        };
+        let error = if error.failure() == Failure::ReadOnly && self.read_only {
+            TxError::with_details(
+                Failure::Database,
+                format!(
+                    "a read_only transaction tried to write: {}",
+                    error.message()
+                ),
+                error.sqlstate().cloned(),
+                None,
+            )
+        } else {
+            error
         };
         let failure = error.failure();
         if failure.discards_connection() {

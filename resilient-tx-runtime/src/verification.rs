@@ -33,6 +33,8 @@ const PROBE_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) struct MarkerTable {
     name: String,
     pub(crate) create: String,
+    /// The statement a transaction sends just before COMMIT, with the marker as `$1`.
+    pub(crate) insert: String,
     purge: String,
 }
 
@@ -59,20 +61,15 @@ impl MarkerTable {
             create: format!(
                 "{schema}
                  CREATE TABLE IF NOT EXISTS {name} (
-                     id text PRIMARY KEY,
+                     id uuid PRIMARY KEY,
                      created_at timestamptz NOT NULL DEFAULT now());
                  CREATE INDEX IF NOT EXISTS {index}_created_at ON {name} (created_at);"
             ),
+            insert: format!("INSERT INTO {name} (id) VALUES (($1::text)::uuid)"),
             purge: format!(
                 "DELETE FROM {name} WHERE created_at < now() - ($1::int8 * interval '1 millisecond')"
             ),
         }
-    }
-
-    /// The statement a transaction sends just before COMMIT. The marker is hex made
-    /// here, so inlining it is safe, and a simple query needs no prepare round trip.
-    pub(crate) fn insert(&self, marker: &str) -> String {
-        format!("INSERT INTO {} (id) VALUES ('{marker}')", self.name)
     }
 
     /// The probe: insert the same marker if absent, in a transaction whose lock wait
@@ -80,16 +77,23 @@ impl MarkerTable {
     fn probe(&self, marker: &str, lock_timeout: Duration) -> String {
         format!(
             "BEGIN; SET LOCAL lock_timeout = {}; \
-             INSERT INTO {} (id) VALUES ('{marker}') ON CONFLICT DO NOTHING RETURNING 1; COMMIT",
+             INSERT INTO {} (id) VALUES ('{marker}'::uuid) ON CONFLICT DO NOTHING RETURNING 1; COMMIT",
             lock_timeout.as_millis().max(1),
             self.name
         )
     }
 }
 
-/// A fresh random marker.
+/// A fresh marker: 48 bits of milliseconds since the epoch, then 80 random bits.
+/// Time-ordered ids land at the right edge of the primary key's B-tree, which is far
+/// cheaper per insert than random positions all over it.
 pub(crate) fn new_marker() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let random = rand::random::<u128>() & ((1u128 << 80) - 1);
+    format!("{:032x}", ((millis & ((1u128 << 48) - 1)) << 80) | random)
 }
 
 impl Db {
@@ -167,7 +171,7 @@ mod tests {
         let table = MarkerTable::new("resilient_tx.commit_markers");
         let probe = table.probe("ab12", Duration::from_millis(1500));
         assert!(probe.contains("SET LOCAL lock_timeout = 1500"));
-        assert!(probe.contains("VALUES ('ab12') ON CONFLICT DO NOTHING RETURNING 1"));
+        assert!(probe.contains("VALUES ('ab12'::uuid) ON CONFLICT DO NOTHING RETURNING 1"));
         assert_eq!(
             table.insert("ab12"),
             "INSERT INTO resilient_tx.commit_markers (id) VALUES ('ab12')"

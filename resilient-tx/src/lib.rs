@@ -26,14 +26,275 @@
 //! connections are retried with exponential backoff and full jitter within a deadline;
 //! a connection lost while COMMIT was in flight is never re-run blindly; everything
 //! else returns at once as a [`TxError`] whose [`ErrorKind`] says what a caller can do.
+//!
+//! [`guide`] is the manual of [`retriable_tx`]: how to write the function, and a
+//! compiled example for each option. This page covers what happens around a call.
+//!
+//! # What happens to a failure
+//!
+//! | what happened | what the call does | kind when it gives up |
+//! |---|---|---|
+//! | serialization failure (40001), deadlock (40P01) | rolled back by the server; retried with backoff | [`Conflict`](ErrorKind::Conflict) |
+//! | lock not available (55P03, 55006) | retried after the first and second attempts only | [`Conflict`](ErrorKind::Conflict) |
+//! | connection lost before COMMIT was sent (restart, `pg_terminate_backend`, reset), or no connection could be made | connection discarded; retried on a fresh one | [`Unavailable`](ErrorKind::Unavailable) |
+//! | server is read-only (25006: a standby, a demoted primary) | connection discarded; retried, reconnecting to the writable host | [`Unavailable`](ErrorKind::Unavailable) |
+//! | the server stopped answering (with a `timeout` set) | the attempt timer abandons the connection; retried on a fresh one | [`Timeout`](ErrorKind::Timeout) |
+//! | connection lost while COMMIT was in flight | never re-run blindly: [see below](#when-commits-outcome-is-unknown) | [`CommitUnknown`](ErrorKind::CommitUnknown) |
+//! | statement timeout (57014) | returned at once; the connection stays usable | [`Timeout`](ErrorKind::Timeout) |
+//! | no free connection within the pool timeout while the database answers | returned at once | [`PoolExhausted`](ErrorKind::PoolExhausted) |
+//! | constraint, syntax, permission and other server errors; client-side errors such as `query_one` finding no row | returned at once | [`Database`](ErrorKind::Database) |
+//!
+//! Retries stop when `retries` are spent, when the next backoff would end past the
+//! call's `deadline`, or, for retries that reconnect, when the [`Db`]'s shared retry
+//! budget ([`RetryBudgetConfig`]) is empty: during a long outage calls fail fast with
+//! `Unavailable` instead of multiplying the load. Dead pooled connections (after a
+//! restart, a killed backend) are replaced at checkout without an error and without a
+//! round trip on every checkout.
+//!
+//! # When COMMIT's outcome is unknown
+//!
+//! If the connection dies after COMMIT was sent and before its reply arrived (a crash,
+//! a failover, a network cut, the attempt timer firing), the transaction may or may not
+//! have been applied, and running the body again could apply it twice. The runtime
+//! never re-runs such a body blindly. A function settles the outcome in one of three
+//! ways:
+//!
+//! | | how an unknown outcome is settled | cost | use it when |
+//! |---|---|---|---|
+//! | `idempotency_key = expr` | the retry claims the key again: it finds the stored result if the first COMMIT landed, and runs the body if it did not | a row per key holding the result as JSON, kept until [`Db::purge_idempotency_keys`]; `T: Serialize + DeserializeOwned` | the *client* may send the same request again (an `Idempotency-Key` header, a redelivered message) and must get the same answer |
+//! | automatic commit verification (the default) | a fresh connection checks for the call's commit marker: committed → success; not committed → retry; no answer before the deadline → `CommitUnknown` | one row inserted, sent together with COMMIT (no extra round trip once its statement is prepared on the connection) | any other write |
+//! | `idempotent` | the body is run again | nothing | running the body twice does no harm (set a value, upsert fixed values, delete by id) |
+//!
+//! ## Idempotency keys: exactly once per key
+//!
+//! With `#[retriable_tx(idempotency_key = expr)]`, the first attempt claims the key by
+//! inserting a row in the key table (`resilient_tx.idempotency_keys`,
+//! [`DbBuilder::idempotency_table`]) and the body's result is stored in that row, all in
+//! the body's own transaction: the key, the result and the body's writes commit
+//! together or not at all. Any later call of the same function with the same key, be it
+//! the runtime's retry after an unknown outcome or a client resending the request,
+//! returns the stored result without running the body. See
+//! [the guide](guide#idempotency_key--expr) for the details.
+//!
+//! ## Automatic commit verification
+//!
+//! A call with no idempotency key, not `idempotent` and not `read_only` inserts a
+//! random marker into the marker table (`resilient_tx.commit_markers`,
+//! [`DbBuilder::commit_marker_table`]) as the last statement of its transaction, sent
+//! together with COMMIT. After an ambiguous COMMIT it tries, on a fresh connection, to
+//! insert the same marker:
+//!
+//! - the marker is already there: the transaction committed, and the call returns the
+//!   body's result;
+//! - the insert succeeds: the transaction did not commit and now never can (its own
+//!   insert of the marker would conflict), so the call retries as after a lost
+//!   connection;
+//! - the original transaction is still open on the server: the check waits for it;
+//!   checks repeat until the call's deadline, and then the call returns
+//!   [`ErrorKind::CommitUnknown`].
+//!
+//! What counts is whether the marker is on the server that answers now, so this holds
+//! across a failover too. Markers matter only until their call returns: calls delete
+//! markers older than an hour every 10 000 commits, and
+//! [`Db::purge_commit_markers`] does it on demand.
+//!
+//! Verification is on by default. [`DbBuilder::commit_verification`]`(false)` turns it
+//! off; such calls then return `CommitUnknown` after an ambiguous COMMIT.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), resilient_tx::TxError> {
+//! use resilient_tx::Db;
+//!
+//! let db = Db::builder("postgres://app@localhost/app")
+//!     .commit_verification(false)
+//!     .build()
+//!     .await?;
+//! # let _ = db;
+//! # Ok(()) }
+//! ```
+//!
+//! The key and marker tables are created on first use; [`Db::migrate`] creates them
+//! ahead, for example at start-up. If the marker table cannot be created (the role may
+//! not create tables), calls run without verification and a warning is logged.
+//!
+//! ## Which one to use
+//!
+//! - A request that a client may repeat: `idempotency_key`, with the key the client
+//!   sends. Verification cannot help there, since each call writes its own marker.
+//! - A write whose repetition would be visible (an insert, an increment, a transfer):
+//!   the default verification is enough.
+//! - A write that gives the same end state however often it runs: `idempotent`, to
+//!   skip the marker.
+//! - `read_only` calls write no marker and cannot take `idempotent` or a key: they
+//!   change nothing, so after an ambiguous COMMIT they are simply run again.
+//!
+//! # Handling errors
+//!
+//! Every failure reaches the caller as a [`TxError`] (or inside the caller's own error
+//! type, see [the guide](guide#your-own-error-type)). Decide by
+//! [`kind()`](TxError::kind); [`sqlstate()`](TxError::sqlstate) gives the server's code
+//! when there is one, [`attempts()`](TxError::attempts) how many attempts were made, and
+//! [`is_transient()`](TxError::is_transient) whether trying the whole call again later
+//! may succeed (`Unavailable`, `PoolExhausted`, `Timeout`, `Conflict`). `Display` is a
+//! sentence for a person; it never contains a password or the connection string.
+//!
+//! | [`ErrorKind`] | meaning | what a caller can do |
+//! |---|---|---|
+//! | `Unavailable` | the database could not be reached or the connection was lost, and retries, the deadline or the retry budget are spent | try later (503 with `Retry-After`) |
+//! | `PoolExhausted` | no pooled connection became free within the pool timeout while the database answers | shed load, or enlarge the pool |
+//! | `Timeout` | a statement ran past `timeout`, or attempts kept being abandoned by the attempt timer | try later, or allow more time |
+//! | `Conflict` | serialization failures, deadlocks or lock timeouts outlasted the retries | try again |
+//! | `CommitUnknown` | the transaction may or may not have been applied | retry with the same idempotency key, or check the data |
+//! | `Database` | the server rejected the work for a reason retrying cannot fix | fix the input (a constraint) or the code |
+//! | `Config` | the configuration is invalid, e.g. a malformed URL | fix the configuration |
+//!
+//! `ErrorKind` is `#[non_exhaustive]`: a `match` needs a `_` arm. A sketch of an HTTP
+//! mapping, free of any web framework:
+//!
+//! ```
+//! use resilient_tx::tokio_postgres::error::SqlState;
+//! use resilient_tx::{ErrorKind, TxError};
+//!
+//! /// The status to answer with, and whether to add `Retry-After`.
+//! fn http_status(error: &TxError) -> (u16, bool) {
+//!     match error.kind() {
+//!         ErrorKind::Unavailable | ErrorKind::PoolExhausted => (503, true),
+//!         // The client should retry with the same idempotency key to learn the outcome.
+//!         ErrorKind::CommitUnknown => (503, true),
+//!         ErrorKind::Timeout => (504, false),
+//!         ErrorKind::Conflict => (409, true),
+//!         ErrorKind::Database if error.sqlstate() == Some(&SqlState::UNIQUE_VIOLATION) => {
+//!             (409, false)
+//!         }
+//!         ErrorKind::Database | ErrorKind::Config => (500, false),
+//!         _ => (500, false),
+//!     }
+//! }
+//!
+//! assert_eq!(http_status(&TxError::config("bad URL")), (500, false));
+//! ```
+//!
+//! # Without the macro
+//!
+//! [`Db::transaction`] runs an async closure with the same attempt loop, under an
+//! explicit [`Policy`] (the settings the attribute's options map to). The closure may
+//! run more than once.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use resilient_tx::{Db, Isolation, Policy, TxError};
+//!
+//! # async fn example(db: &Db) -> Result<(), TxError> {
+//! let policy = Policy::default()
+//!     .isolation(Isolation::Serializable)
+//!     .retries(8)
+//!     .timeout(Duration::from_secs(2))
+//!     .deadline(Duration::from_secs(10));
+//! let (from, to, cents) = (1_i64, 2_i64, 500_i64);
+//! let balance: i64 = db
+//!     .transaction(&policy, async |tx| {
+//!         tx.execute("UPDATE accounts SET cents = cents - $2 WHERE id = $1", &[&from, &cents])
+//!             .await?;
+//!         tx.execute("UPDATE accounts SET cents = cents + $2 WHERE id = $1", &[&to, &cents])
+//!             .await?;
+//!         let row = tx.query_one("SELECT cents FROM accounts WHERE id = $1", &[&from]).await?;
+//!         Ok::<_, TxError>(row.get(0))
+//!     })
+//!     .await?;
+//! # let _ = balance;
+//! # Ok(()) }
+//! ```
+//!
+//! The future of an async closure cannot yet be proven `Send`; inside `tokio::spawn` or
+//! a web handler use a `#[retriable_tx]` function or [`Db::transaction_boxed`].
+//! Idempotency keys are available only through the attribute.
+//!
+//! # Configuring a `Db`
+//!
+//! [`Db::connect`] uses the defaults; [`Db::builder`] sets the pool, the timeouts and
+//! the default [`Policy`] of calls. Building never waits for the database, so an
+//! application starts while its database is down; it fails only on invalid settings.
+//! URLs are libpq URIs or key=value strings; with several hosts and
+//! `target_session_attrs=read-write`, connections go to the writable one.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use resilient_tx::{Db, Policy, TxError};
+//!
+//! # async fn example() -> Result<(), TxError> {
+//! let db = Db::builder("postgres://app@db1:5432,db2:5432/app?target_session_attrs=read-write")
+//!     .max_size(20)
+//!     .min_idle(2)
+//!     .pool_timeout(Duration::from_secs(2))
+//!     .connect_timeout(Duration::from_secs(3))
+//!     .policy(
+//!         Policy::default()
+//!             .timeout(Duration::from_secs(5))
+//!             .deadline(Duration::from_secs(20)),
+//!     )
+//!     .build()
+//!     .await?;
+//! # let _ = db;
+//! # Ok(()) }
+//! ```
+//!
+//! # Health, pool status and metrics
+//!
+//! - [`Db::health`] probes the database through the pool within the health timeout
+//!   (1 s by default, [`DbBuilder::health_timeout`]) and never fails: it returns a
+//!   [`Health`] with `healthy`, the probe's `latency`, the server's `role`
+//!   ([`ServerRole::Primary`] or [`ServerRole::Standby`]), the `pool` and the
+//!   `last_error`.
+//! - [`Db::pool_status`] is a [`PoolStatus`] snapshot: `max_size`, `connections`,
+//!   `idle`, `in_use`, and `waiting` callers.
+//! - [`Db::metrics`] is a [`Metrics`] snapshot of counters since the `Db` was built:
+//!   calls, attempts, commits, retries by cause, connections opened and discarded,
+//!   stale connections replaced, ambiguous commits and how each was settled, give-ups
+//!   and retry-budget refusals. Counters only grow; subtract two snapshots for rates.
+//!
+//! ```no_run
+//! use resilient_tx::{Db, ServerRole};
+//!
+//! /// A readiness answer: status and a one-line body.
+//! async fn ready(db: &Db) -> (u16, String) {
+//!     let health = db.health().await;
+//!     if health.healthy && health.role == Some(ServerRole::Primary) {
+//!         let ms = health.latency.map_or(0, |latency| latency.as_millis());
+//!         let pool = health.pool;
+//!         (200, format!("ok in {ms} ms, {} of {} connections in use", pool.in_use, pool.max_size))
+//!     } else {
+//!         (503, health.last_error.unwrap_or_else(|| "not writable".to_owned()))
+//!     }
+//! }
+//!
+//! fn report(db: &Db) {
+//!     let pool = db.pool_status();
+//!     let metrics = db.metrics();
+//!     println!(
+//!         "pool {}/{} ({} waiting); {} calls, {} retries, {} unresolved commits",
+//!         pool.in_use,
+//!         pool.max_size,
+//!         pool.waiting,
+//!         metrics.calls,
+//!         metrics.retries(),
+//!         metrics.ambiguous_unresolved,
+//!     );
+//! }
+//! ```
 
 #![deny(missing_docs, missing_debug_implementations)]
 
+#[doc(inline)]
 pub use resilient_tx_macros::retriable_tx;
 pub use resilient_tx_runtime::{
-    AsTxError, Db, DbBuilder, ErrorKind, Health, Isolation, Metrics, Params, Policy, PoolStatus,
-    RetryBudgetConfig, ServerRole, Tx, TxError, TxStatement, tokio_postgres,
+    AsTxError, BoxedBody, Db, DbBuilder, ErrorKind, Health, Isolation, Metrics, Params, Policy,
+    PoolStatus, RetryBudgetConfig, ServerRole, Tx, TxError, TxStatement, tokio_postgres,
 };
+
+#[doc = include_str!("../docs/guide.md")]
+pub mod guide {}
 
 /// Items the code generated by `#[retriable_tx]` refers to. Not a stable API.
 #[doc(hidden)]

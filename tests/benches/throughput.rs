@@ -4,7 +4,8 @@
 //! * `#[retriable_tx]` — the code a user writes with resilient-tx;
 //! * hand-written bb8-postgres — checkout (a ping), `transaction()`, unprepared
 //!   statements, `commit()`;
-//! * hand-written deadpool-postgres — checkout without a ping, `prepare_cached`.
+//! * hand-written deadpool-postgres — checkout without a ping, `prepare_cached`;
+//! * `#[retriable_tx]` with commit verification off, to price the commit marker.
 //!
 //! Then the same with 1 ms of latency added each way by the testkit's proxy, where
 //! every round trip counts. Prints transactions per second and ratios against
@@ -66,6 +67,7 @@ async fn bump_deadpool(
 #[derive(Clone)]
 struct Contenders {
     db: Db,
+    db_unverified: Db,
     bb8: Bb8Pool,
     deadpool: deadpool_postgres::Pool,
 }
@@ -74,6 +76,12 @@ impl Contenders {
     async fn new(url: &str) -> Contenders {
         let db = Db::builder(url)
             .max_size(POOL_SIZE)
+            .build()
+            .await
+            .expect("Db");
+        let db_unverified = Db::builder(url)
+            .max_size(POOL_SIZE)
+            .commit_verification(false)
             .build()
             .await
             .expect("Db");
@@ -94,7 +102,12 @@ impl Contenders {
         let deadpool = config
             .create_pool(Some(Runtime::Tokio1), NoTls)
             .expect("deadpool");
-        Contenders { db, bb8, deadpool }
+        Contenders {
+            db,
+            db_unverified,
+            bb8,
+            deadpool,
+        }
     }
 
     /// Runs `TASKS` workers of one contender for `period`; returns transactions done.
@@ -110,7 +123,8 @@ impl Contenders {
                         let ok = match which {
                             0 => bump(&this.db, id).await.is_ok(),
                             1 => bump_bb8(&this.bb8, id).await.is_ok(),
-                            _ => bump_deadpool(&this.deadpool, id).await.is_ok(),
+                            2 => bump_deadpool(&this.deadpool, id).await.is_ok(),
+                            _ => bump(&this.db_unverified, id).await.is_ok(),
                         };
                         assert!(ok, "benchmark transaction failed");
                         done.fetch_add(1, Ordering::Relaxed);
@@ -127,28 +141,30 @@ impl Contenders {
     }
 }
 
-const NAMES: [&str; 3] = [
+const CONTENDERS: usize = 4;
+const NAMES: [&str; CONTENDERS] = [
     "#[retriable_tx]",
     "bb8-postgres (hand-written)",
     "deadpool-postgres + prepare_cached",
+    "#[retriable_tx], verification off",
 ];
 
 async fn measure(label: &str, url: &str, period: Duration) {
     let contenders = Contenders::new(url).await;
     // Warm every pool and statement cache before measuring.
-    for which in 0..3 {
+    for which in 0..CONTENDERS {
         contenders.run(which, Duration::from_millis(300)).await;
     }
-    let mut totals = [0u64; 3];
-    let mut elapsed = [Duration::ZERO; 3];
+    let mut totals = [0u64; CONTENDERS];
+    let mut elapsed = [Duration::ZERO; CONTENDERS];
     for _ in 0..ROUNDS {
-        for which in 0..3 {
+        for which in 0..CONTENDERS {
             let started = Instant::now();
             totals[which] += contenders.run(which, period).await;
             elapsed[which] += started.elapsed();
         }
     }
-    let tps: Vec<f64> = (0..3)
+    let tps: Vec<f64> = (0..CONTENDERS)
         .map(|i| totals[i] as f64 / elapsed[i].as_secs_f64())
         .collect();
     println!(
@@ -158,7 +174,7 @@ async fn measure(label: &str, url: &str, period: Duration) {
         "{:<38} {:>12} {:>10} {:>14}",
         "contender", "tx/s", "vs bb8", "vs deadpool"
     );
-    for i in 0..3 {
+    for i in 0..CONTENDERS {
         println!(
             "{:<38} {:>12.0} {:>9.2}x {:>13.2}x",
             NAMES[i],
@@ -167,6 +183,10 @@ async fn measure(label: &str, url: &str, period: Duration) {
             tps[i] / tps[2]
         );
     }
+    println!(
+        "commit verification costs {:.1}% of throughput",
+        (1.0 - tps[0] / tps[3]) * 100.0
+    );
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

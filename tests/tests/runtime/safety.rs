@@ -210,3 +210,31 @@ async fn exhausted_pool_gives_pool_exhausted_near_the_pool_timeout() {
     b.expect("holder b");
     assert_eq!(db.pool_status().in_use, 0, "no connection leaked");
 }
+
+#[retriable_tx(read_only)]
+async fn write_in_a_read_only_call(tx: &mut Tx<'_>) -> Result<(), TxError> {
+    tx.execute("INSERT INTO items(id) VALUES (1)", &[]).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_in_a_read_only_call_is_a_database_error_not_an_outage() {
+    let cluster = cluster().await;
+    exec(&cluster, "CREATE TABLE items(id int PRIMARY KEY)").await;
+    let db = db(&cluster.url()).await;
+
+    let error = write_in_a_read_only_call(&db).await.expect_err("READ ONLY");
+
+    assert_eq!(error.kind(), ErrorKind::Database, "{error}");
+    assert_eq!(error.sqlstate().map(|s| s.code()), Some("25006"));
+    assert_eq!(
+        error.attempts(),
+        1,
+        "not retried as if the server were demoted"
+    );
+    assert_eq!(
+        db.metrics().connections_discarded,
+        0,
+        "the connection is fine"
+    );
+}
