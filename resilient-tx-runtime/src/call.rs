@@ -24,6 +24,7 @@ use crate::classify::{Action, Failure};
 use crate::db::Db;
 use crate::error::{AsTxError, TxError};
 use crate::policy::{CallOptions, Policy};
+use crate::pool::Pooled;
 use crate::tx::Tx;
 use crate::verification::{Verdict, new_marker};
 
@@ -55,6 +56,8 @@ pub struct Call<'db> {
     key: Option<String>,
     /// This call writes a commit marker (decided once the key is known).
     verify: bool,
+    /// The current attempt runs on the replica.
+    on_replica: bool,
 }
 
 impl<'db> Call<'db> {
@@ -84,6 +87,7 @@ impl<'db> Call<'db> {
             span,
             key: None,
             verify: false,
+            on_replica: false,
         }
     }
 
@@ -109,12 +113,8 @@ impl<'db> Call<'db> {
             let timer = self.attempt_timer(now);
             let attempt_deadline = now + timer;
             let bound = timer.min(self.db.pool_timeout());
-            let acquired = self
-                .db
-                .pool()
-                .acquire(bound)
-                .instrument(self.attempt_span.clone())
-                .await;
+            let span = self.attempt_span.clone();
+            let acquired = self.acquire(bound).instrument(span).await;
             match acquired {
                 Ok(conn) => {
                     return Ok(Tx::new(
@@ -133,6 +133,26 @@ impl<'db> Call<'db> {
                 }
             }
         }
+    }
+
+    /// A connection for this attempt: from the replica for read-only work when one is
+    /// configured and reachable, otherwise from the primary.
+    async fn acquire(&mut self, bound: Duration) -> Result<Pooled<'db>, TxError> {
+        self.on_replica = false;
+        if let (true, Some(replica)) = (self.policy.read_only, self.db.replica()) {
+            match replica.acquire(bound).await {
+                Ok(conn) => {
+                    self.on_replica = true;
+                    return Ok(conn);
+                }
+                Err(error) if error.failure() == Failure::Unreachable => {
+                    tracing::info!(parent: &self.attempt_span, error = %error,
+                        "read replica unreachable: reading from the primary");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        self.db.pool().acquire(bound).await
     }
 
     /// Runs the body of an attempt inside the attempt's span.
@@ -259,7 +279,11 @@ impl<'db> Call<'db> {
         ) {
             // Whatever killed this connection (a restart, a failover, a demotion) may
             // have killed its pooled siblings: check them once before their next use.
-            self.db.pool().health.mark_suspect();
+            let pool = match (self.on_replica, self.db.replica()) {
+                (true, Some(replica)) => replica,
+                _ => self.db.pool(),
+            };
+            pool.health.mark_suspect();
         }
         let action = failure.action();
         if failure == Failure::CommitUnknown {

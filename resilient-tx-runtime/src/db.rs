@@ -29,10 +29,13 @@ pub type BoxedBody<'t, T, E> =
 #[derive(Clone)]
 pub struct Db {
     inner: Arc<DbInner>,
+    /// This handle sends read-only calls to the primary too.
+    primary_only: bool,
 }
 
 struct DbInner {
     pool: Pool,
+    replica: Option<Pool>,
     policy: Policy,
     counters: Arc<Counters>,
     budget: RetryBudget,
@@ -146,6 +149,27 @@ impl Db {
         &self.inner.pool
     }
 
+    /// The pool that serves read-only calls through this handle, when it is not the
+    /// primary's.
+    pub(crate) fn replica(&self) -> Option<&Pool> {
+        self.inner.replica.as_ref().filter(|_| !self.primary_only)
+    }
+
+    /// A handle on the same pools whose read-only calls go to the primary: for a read
+    /// that must see the caller's own latest writes, which a replica may not have
+    /// replayed yet.
+    pub fn primary_only(&self) -> Db {
+        Db {
+            inner: self.inner.clone(),
+            primary_only: true,
+        }
+    }
+
+    /// A snapshot of the replica's pool, when one is configured.
+    pub fn replica_pool_status(&self) -> Option<PoolStatus> {
+        self.inner.replica.as_ref().map(PoolStatus::of)
+    }
+
     pub(crate) fn pool_timeout(&self) -> Duration {
         self.inner.pool.pool_timeout
     }
@@ -211,9 +235,67 @@ pub struct DbBuilder {
     idempotency_table: String,
     commit_marker_table: String,
     commit_verification: bool,
+    replica_url: Option<String>,
 }
 
 impl DbBuilder {
+    /// A pool for `url` with this builder's settings.
+    fn pool_for(&self, url: &str, counters: &Arc<Counters>) -> Result<Pool, TxError> {
+        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
+            // tokio-postgres' message names the option at fault, never its value.
+            TxError::config(format!("invalid database URL: {e}"))
+        })?;
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(TxError::config(
+                "sslmode=require is not supported yet: connections are made without TLS",
+            ));
+        }
+        if config.get_hosts().is_empty() {
+            config.host("localhost");
+        }
+        if config.get_application_name().is_none() {
+            config.application_name(self.application_name.as_deref().unwrap_or("resilient-tx"));
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(self.connect_timeout);
+        }
+        config
+            .keepalives(true)
+            .keepalives_idle(self.keepalives_idle)
+            .keepalives_interval(self.keepalives_interval)
+            .keepalives_retries(self.keepalives_retries)
+            .tcp_user_timeout(self.tcp_user_timeout);
+        let requires_writable = config.get_target_session_attrs() == TargetSessionAttrs::ReadWrite;
+        let health = Arc::new(PoolHealth::default());
+        let manager = Manager {
+            config,
+            connect_timeout: self.connect_timeout,
+            health: health.clone(),
+            counters: counters.clone(),
+        };
+        let pool = bb8::Pool::builder()
+            .max_size(self.max_size)
+            .min_idle(self.min_idle)
+            .connection_timeout(self.pool_timeout)
+            .idle_timeout(self.idle_timeout)
+            .max_lifetime(self.max_lifetime)
+            // A round trip per checkout is the cost this runtime avoids; stale
+            // connections are caught by the pool wrapper instead.
+            .test_on_check_out(false)
+            // One connect per attempt: the attempt loop paces reconnects with its own
+            // backoff, deadline and retry budget.
+            .retry_connection(false)
+            .build_unchecked(manager);
+        Ok(Pool {
+            pool,
+            health,
+            counters: counters.clone(),
+            max_size: self.max_size,
+            pool_timeout: self.pool_timeout,
+            requires_writable,
+        })
+    }
+
     fn new(url: &str) -> Self {
         DbBuilder {
             url: url.to_owned(),
@@ -234,6 +316,7 @@ impl DbBuilder {
             idempotency_table: DEFAULT_TABLE.to_owned(),
             commit_marker_table: DEFAULT_MARKER_TABLE.to_owned(),
             commit_verification: true,
+            replica_url: None,
         }
     }
 
@@ -329,13 +412,17 @@ impl DbBuilder {
         self
     }
 
+    /// A read replica (or several hosts, any of them) that serves `read_only` calls,
+    /// with the same pool settings. Reads fall back to the primary when the replica
+    /// cannot be reached; [`Db::primary_only`] reads your own writes.
+    pub fn read_replica(mut self, url: impl Into<String>) -> Self {
+        self.replica_url = Some(url.into());
+        self
+    }
+
     /// Builds the `Db`. Does not wait for the database: it fails only when the
     /// configuration is invalid.
     pub async fn build(self) -> Result<Db, TxError> {
-        let mut config = tokio_postgres::Config::from_str(&self.url).map_err(|e| {
-            // tokio-postgres' message names the option at fault, never its value.
-            TxError::config(format!("invalid database URL: {e}"))
-        })?;
         if self.max_size == 0 {
             return Err(TxError::config("max_size must be at least 1"));
         }
@@ -349,59 +436,17 @@ impl DbBuilder {
         }
         KeyTable::validate(&self.idempotency_table)?;
         KeyTable::validate(&self.commit_marker_table)?;
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(TxError::config(
-                "sslmode=require is not supported yet: connections are made without TLS",
-            ));
-        }
-        if config.get_hosts().is_empty() {
-            config.host("localhost");
-        }
-        if config.get_application_name().is_none() {
-            config.application_name(self.application_name.as_deref().unwrap_or("resilient-tx"));
-        }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(self.connect_timeout);
-        }
-        config
-            .keepalives(true)
-            .keepalives_idle(self.keepalives_idle)
-            .keepalives_interval(self.keepalives_interval)
-            .keepalives_retries(self.keepalives_retries)
-            .tcp_user_timeout(self.tcp_user_timeout);
-        let requires_writable = config.get_target_session_attrs() == TargetSessionAttrs::ReadWrite;
-
         let counters = Arc::new(Counters::default());
-        let health = Arc::new(PoolHealth::default());
-        let manager = Manager {
-            config,
-            connect_timeout: self.connect_timeout,
-            health: health.clone(),
-            counters: counters.clone(),
+        let pool = self.pool_for(&self.url, &counters)?;
+        let replica = match &self.replica_url {
+            Some(url) => Some(self.pool_for(url, &counters)?),
+            None => None,
         };
-        let pool = bb8::Pool::builder()
-            .max_size(self.max_size)
-            .min_idle(self.min_idle)
-            .connection_timeout(self.pool_timeout)
-            .idle_timeout(self.idle_timeout)
-            .max_lifetime(self.max_lifetime)
-            // A round trip per checkout is the cost this runtime avoids; stale
-            // connections are caught by the pool wrapper instead.
-            .test_on_check_out(false)
-            // One connect per attempt: the attempt loop paces reconnects with its own
-            // backoff, deadline and retry budget.
-            .retry_connection(false)
-            .build_unchecked(manager);
         Ok(Db {
+            primary_only: false,
             inner: Arc::new(DbInner {
-                pool: Pool {
-                    pool,
-                    health,
-                    counters: counters.clone(),
-                    max_size: self.max_size,
-                    pool_timeout: self.pool_timeout,
-                    requires_writable,
-                },
+                pool,
+                replica,
                 policy: self.policy,
                 counters,
                 budget: RetryBudget::new(self.retry_budget),

@@ -95,3 +95,47 @@ async fn read_only_server_causes_a_reconnect_not_an_error() {
         "25006 was retried: {metrics:?}"
     );
 }
+
+/// Which kind of server answered, and how many writes it holds.
+#[retriable_tx(read_only)]
+async fn read_writes(tx: &mut Tx<'_>) -> Result<(bool, i64), TxError> {
+    let row = tx
+        .query_one(
+            "SELECT pg_is_in_recovery(), (SELECT count(*) FROM writes)",
+            &[],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_calls_go_to_the_replica_and_primary_only_reads_your_writes() {
+    let primary = cluster().await;
+    exec(&primary, "CREATE TABLE writes(n int PRIMARY KEY)").await;
+    let replica = primary.create_replica().await.expect("replica");
+    let db = Db::builder(&primary.url())
+        .read_replica(replica.url())
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .expect("config");
+    record(&db, 1).await.expect("write on the primary");
+    replica
+        .wait_replay_catch_up(&primary)
+        .await
+        .expect("catch up");
+
+    let (on_standby, count) = read_writes(&db).await.expect("replica read");
+    assert!(on_standby, "a read-only call is served by the replica");
+    assert_eq!(count, 1, "it sees replayed writes");
+    let (on_standby, _) = read_writes(&db.primary_only()).await.expect("primary read");
+    assert!(!on_standby, "primary_only reads from the primary");
+    assert!(db.replica_pool_status().is_some());
+
+    replica.stop_fast().await.expect("stop the replica");
+    let (on_standby, count) = read_writes(&db)
+        .await
+        .expect("reads fall back to the primary");
+    assert!(!on_standby);
+    assert_eq!(count, 1);
+}
