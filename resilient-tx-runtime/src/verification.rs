@@ -159,11 +159,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn markers_are_hex_and_unique() {
+    fn markers_are_hex_unique_and_ordered_by_time() {
         let (a, b) = (new_marker(), new_marker());
         assert_eq!(a.len(), 32);
         assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b);
+        std::thread::sleep(Duration::from_millis(2));
+        let later = new_marker();
+        assert!(later > a, "{later} sorts after {a}");
     }
 
     #[test]
@@ -173,8 +176,8 @@ mod tests {
         assert!(probe.contains("SET LOCAL lock_timeout = 1500"));
         assert!(probe.contains("VALUES ('ab12'::uuid) ON CONFLICT DO NOTHING RETURNING 1"));
         assert_eq!(
-            table.insert("ab12"),
-            "INSERT INTO resilient_tx.commit_markers (id) VALUES ('ab12')"
+            table.insert,
+            "INSERT INTO resilient_tx.commit_markers (id) VALUES (($1::text)::uuid)"
         );
     }
 }
