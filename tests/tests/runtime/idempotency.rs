@@ -149,15 +149,30 @@ async fn kill_during_commit(cluster: &resilient_tx_testkit::PgCluster, app: &str
     panic!("the call never reached COMMIT");
 }
 
-#[retriable_tx]
-async fn pay(tx: &mut Tx<'_>, first_run: &AtomicBool, runs: &AtomicU32) -> Result<(), TxError> {
+/// What the three payment functions below do: insert a payment and, on the first
+/// run only, make its COMMIT slow enough to be killed in flight.
+async fn insert_payment(
+    tx: &mut Tx<'_>,
+    note: &str,
+    first_run: &AtomicBool,
+    runs: &AtomicU32,
+) -> Result<i32, TxError> {
     runs.fetch_add(1, Ordering::SeqCst);
-    tx.execute("INSERT INTO payments(note) VALUES ('plain')", &[])
+    let row = tx
+        .query_one(
+            "INSERT INTO payments(note) VALUES ($1) RETURNING id",
+            &[&note],
+        )
         .await?;
     if first_run.swap(false, Ordering::SeqCst) {
         tx.batch_execute("SET LOCAL app.slow_commit = 'on'").await?;
     }
-    Ok(())
+    Ok(row.get(0))
+}
+
+#[retriable_tx]
+async fn pay(tx: &mut Tx<'_>, first_run: &AtomicBool, runs: &AtomicU32) -> Result<i32, TxError> {
+    insert_payment(tx, "plain", first_run, runs).await
 }
 
 #[retriable_tx(idempotent)]
@@ -165,14 +180,8 @@ async fn pay_idempotent(
     tx: &mut Tx<'_>,
     first_run: &AtomicBool,
     runs: &AtomicU32,
-) -> Result<(), TxError> {
-    runs.fetch_add(1, Ordering::SeqCst);
-    tx.execute("INSERT INTO payments(note) VALUES ('idempotent')", &[])
-        .await?;
-    if first_run.swap(false, Ordering::SeqCst) {
-        tx.batch_execute("SET LOCAL app.slow_commit = 'on'").await?;
-    }
-    Ok(())
+) -> Result<i32, TxError> {
+    insert_payment(tx, "idempotent", first_run, runs).await
 }
 
 #[retriable_tx(idempotency_key = key)]
@@ -182,17 +191,7 @@ async fn pay_keyed(
     first_run: &AtomicBool,
     runs: &AtomicU32,
 ) -> Result<i32, TxError> {
-    runs.fetch_add(1, Ordering::SeqCst);
-    let row = tx
-        .query_one(
-            "INSERT INTO payments(note) VALUES ($1) RETURNING id",
-            &[&key],
-        )
-        .await?;
-    if first_run.swap(false, Ordering::SeqCst) {
-        tx.batch_execute("SET LOCAL app.slow_commit = 'on'").await?;
-    }
-    Ok(row.get(0))
+    insert_payment(tx, key, first_run, runs).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
