@@ -1,0 +1,313 @@
+//! The gateway's settings, read from the environment or built in code (tests, the
+//! resilience suite).
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// Port the gateway listens on when `PORT` is not set.
+pub const DEFAULT_PORT: u16 = 8080;
+
+/// Everything [`crate::serve`] needs to start the gateway.
+///
+/// `Debug` hides the token and the database URL (which may carry a password).
+#[derive(Clone)]
+pub struct Config {
+    /// libpq URI or key=value string; several hosts and `target_session_attrs` are
+    /// understood. `None` starts a throwaway local PostgreSQL server for the process's
+    /// lifetime.
+    pub database_url: Option<String>,
+    /// The bearer token every `/api` request must present. `None` is allowed only with
+    /// a throwaway database, for which a random development token is generated.
+    pub token: Option<String>,
+    /// Address and port to listen on; port 0 picks any free port.
+    pub listen: SocketAddr,
+    /// Connection pool sizing and waiting.
+    pub pool: PoolSettings,
+    /// Per-attempt timeout of every transaction (`SET LOCAL statement_timeout` plus a
+    /// client-side timer); `None` leaves attempts bounded by the deadline alone.
+    pub statement_timeout: Option<Duration>,
+    /// Total time one transactional call may spend on attempts and backoff.
+    pub deadline: Duration,
+    /// `application_name` of the gateway's database connections, unless the URL sets
+    /// one. Operators (and tests) find the gateway's backends by it.
+    pub application_name: String,
+}
+
+/// Pool sizing: a few connections kept warm, more opened under load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Idle connections kept open ahead of demand.
+    pub min_idle: u32,
+    /// Most connections the pool opens.
+    pub max_size: u32,
+    /// Longest wait for a free connection before a request gets `pool_exhausted`
+    /// (or `database_unavailable` when the database cannot be reached).
+    pub pool_timeout: Duration,
+    /// Bound on opening one connection (TCP, startup, authentication).
+    pub connect_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            min_idle: 5,
+            max_size: 15,
+            pool_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// An environment variable that is set but cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Production defaults for a gateway on `database_url` with `token`: port 8080 on
+    /// all interfaces, pool 5 kept / 15 max, 30 s pool timeout, 5 s per attempt, 30 s
+    /// deadline.
+    pub fn new(database_url: impl Into<String>, token: impl Into<String>) -> Self {
+        Config {
+            database_url: Some(database_url.into()),
+            token: Some(token.into()),
+            ..Config::defaults()
+        }
+    }
+
+    fn defaults() -> Self {
+        Config {
+            database_url: None,
+            token: None,
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT),
+            pool: PoolSettings::default(),
+            statement_timeout: Some(Duration::from_secs(5)),
+            deadline: Duration::from_secs(30),
+            application_name: "gateway".to_owned(),
+        }
+    }
+
+    /// Reads the settings from the process environment; see [`Config::from_vars`].
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Config::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `var` (the environment, or a map in tests).
+    ///
+    /// | variable | meaning | default |
+    /// |---|---|---|
+    /// | `DATABASE_URL` | database to use | a throwaway local server |
+    /// | `GATEWAY_TOKEN` | bearer token for `/api` | required with `DATABASE_URL` |
+    /// | `HOST` | address to listen on | `0.0.0.0` |
+    /// | `PORT` | port to listen on (0: any) | 8080 |
+    /// | `POOL_MIN_IDLE` / `POOL_MAX_SIZE` | pool size kept / most | 5 / 15 |
+    /// | `POOL_TIMEOUT_MS` | wait for a free connection | 30000 |
+    /// | `CONNECT_TIMEOUT_MS` | bound on one connect | 3000 |
+    /// | `STATEMENT_TIMEOUT_MS` | per-attempt timeout (0: none) | 5000 |
+    /// | `DEADLINE_MS` | total budget of one call | 30000 |
+    /// | `APPLICATION_NAME` | `application_name` of the connections | `gateway` |
+    ///
+    /// Empty values count as unset.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &str| var(name).filter(|value| !value.trim().is_empty());
+        let mut config = Config::defaults();
+        config.database_url = var("DATABASE_URL");
+        config.token = var("GATEWAY_TOKEN");
+        if config.database_url.is_some() && config.token.is_none() {
+            return Err(ConfigError(
+                "GATEWAY_TOKEN is required when DATABASE_URL is set (a development token is \
+                 generated only for the throwaway local database)"
+                    .to_owned(),
+            ));
+        }
+        if let Some(host) = var("HOST") {
+            let ip = host
+                .trim()
+                .parse::<IpAddr>()
+                .map_err(|_| ConfigError(format!("HOST must be an IP address, got {host:?}")))?;
+            config.listen.set_ip(ip);
+        }
+        if let Some(port) = parse::<u16>(&var, "PORT")? {
+            config.listen.set_port(port);
+        }
+        if let Some(min_idle) = parse::<u32>(&var, "POOL_MIN_IDLE")? {
+            config.pool.min_idle = min_idle;
+        }
+        if let Some(max_size) = parse::<u32>(&var, "POOL_MAX_SIZE")? {
+            config.pool.max_size = max_size;
+        }
+        if let Some(timeout) = millis(&var, "POOL_TIMEOUT_MS")? {
+            config.pool.pool_timeout = timeout;
+        }
+        if let Some(timeout) = millis(&var, "CONNECT_TIMEOUT_MS")? {
+            config.pool.connect_timeout = timeout;
+        }
+        if let Some(timeout) = parse::<u64>(&var, "STATEMENT_TIMEOUT_MS")? {
+            // 0 switches the per-attempt timeout off rather than making every
+            // statement fail at once.
+            config.statement_timeout = (timeout > 0).then(|| Duration::from_millis(timeout));
+        }
+        if let Some(deadline) = millis(&var, "DEADLINE_MS")? {
+            config.deadline = deadline;
+        }
+        if let Some(name) = var("APPLICATION_NAME") {
+            config.application_name = name;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the combinations the environment parser cannot see one variable at a time.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.pool.max_size == 0 {
+            return Err(ConfigError("POOL_MAX_SIZE must be at least 1".to_owned()));
+        }
+        if self.pool.min_idle > self.pool.max_size {
+            return Err(ConfigError(format!(
+                "POOL_MIN_IDLE ({}) cannot exceed POOL_MAX_SIZE ({})",
+                self.pool.min_idle, self.pool.max_size
+            )));
+        }
+        if self.deadline.is_zero() {
+            return Err(ConfigError("DEADLINE_MS must be above zero".to_owned()));
+        }
+        Ok(())
+    }
+}
+
+/// Parses a variable as a number; unset is `None`, anything else but a number an error.
+fn parse<T: std::str::FromStr>(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &str,
+) -> Result<Option<T>, ConfigError> {
+    var(name)
+        .map(|value| {
+            value.trim().parse::<T>().map_err(|_| {
+                ConfigError(format!(
+                    "{name} must be a non-negative whole number, got {value:?}"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// A duration in milliseconds that must be above zero.
+fn millis(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &str,
+) -> Result<Option<Duration>, ConfigError> {
+    match parse::<u64>(var, name)? {
+        Some(0) => Err(ConfigError(format!("{name} must be above zero"))),
+        other => Ok(other.map(Duration::from_millis)),
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |set: bool| if set { "<set>" } else { "<unset>" };
+        f.debug_struct("Config")
+            .field("database_url", &redacted(self.database_url.is_some()))
+            .field("token", &redacted(self.token.is_some()))
+            .field("listen", &self.listen)
+            .field("pool", &self.pool)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("deadline", &self.deadline)
+            .field("application_name", &self.application_name)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_vars(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn nothing_set_means_a_throwaway_database_and_the_documented_defaults() {
+        let config = from(&[]).expect("valid");
+        assert_eq!(config.database_url, None);
+        assert_eq!(config.token, None);
+        assert_eq!(config.listen.port(), DEFAULT_PORT);
+        assert_eq!(config.pool, PoolSettings::default());
+        assert_eq!(config.pool.min_idle, 5);
+        assert_eq!(config.pool.max_size, 15);
+        assert_eq!(config.pool.pool_timeout, Duration::from_secs(30));
+        assert_eq!(config.statement_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(config.deadline, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let config = from(&[
+            (
+                "DATABASE_URL",
+                "postgres://app@db1,db2/app?target_session_attrs=read-write",
+            ),
+            ("GATEWAY_TOKEN", "secret"),
+            ("HOST", "127.0.0.1"),
+            ("PORT", "0"),
+            ("POOL_MIN_IDLE", "2"),
+            ("POOL_MAX_SIZE", "4"),
+            ("POOL_TIMEOUT_MS", "1500"),
+            ("CONNECT_TIMEOUT_MS", "700"),
+            ("STATEMENT_TIMEOUT_MS", "0"),
+            ("DEADLINE_MS", "9000"),
+            ("APPLICATION_NAME", "gw-test"),
+        ])
+        .expect("valid");
+        assert_eq!(config.listen, "127.0.0.1:0".parse().expect("addr"));
+        assert_eq!(config.pool.min_idle, 2);
+        assert_eq!(config.pool.max_size, 4);
+        assert_eq!(config.pool.pool_timeout, Duration::from_millis(1500));
+        assert_eq!(config.pool.connect_timeout, Duration::from_millis(700));
+        assert_eq!(config.statement_timeout, None, "0 switches it off");
+        assert_eq!(config.deadline, Duration::from_secs(9));
+        assert_eq!(config.application_name, "gw-test");
+    }
+
+    #[test]
+    fn a_database_url_without_a_token_is_refused() {
+        let error = from(&[("DATABASE_URL", "postgres://db/app")]).expect_err("no token");
+        assert!(error.0.contains("GATEWAY_TOKEN"), "{error}");
+    }
+
+    #[test]
+    fn bad_numbers_name_the_variable() {
+        for (name, value) in [
+            ("PORT", "http"),
+            ("POOL_TIMEOUT_MS", "-1"),
+            ("DEADLINE_MS", "0"),
+        ] {
+            let error = from(&[(name, value)]).expect_err(name);
+            assert!(error.0.contains(name), "{error}");
+        }
+        let error = from(&[("POOL_MIN_IDLE", "20")]).expect_err("min above max");
+        assert!(error.0.contains("POOL_MIN_IDLE"), "{error}");
+    }
+
+    #[test]
+    fn debug_hides_the_secrets() {
+        let config = Config::new("postgres://app:hunter2@db/app", "tok3n");
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("tok3n"),
+            "{shown}"
+        );
+    }
+}
