@@ -92,7 +92,8 @@ fn generate(func: &ItemFn, analysis: &Analysis, args: &Args) -> TokenStream {
     let (inner_fn, attempt) = if analysis.in_place {
         (None, in_place_attempt(func, analysis, &private))
     } else {
-        let (inner_fn, attempt) = inner_fn_attempt(func, analysis, &private);
+        let (inner_fn, attempt) =
+            inner_fn_attempt(func, analysis, &private, args.idempotency_key.as_ref());
         (Some(inner_fn), attempt)
     };
 
@@ -224,10 +225,26 @@ fn inner_fn_attempt(
     func: &ItemFn,
     analysis: &Analysis,
     private: &TokenStream,
+    key: Option<&Expr>,
 ) -> (TokenStream, TokenStream) {
     let lints = func.attrs.iter().filter_map(lint_attr);
     let mut sig = func.sig.clone();
     sig.ident = Ident::new("__rtx_body", Span::call_site());
+    // A parameter that only serves as the idempotency key is used by the outer
+    // function; the body need not mention it.
+    if let Some(Expr::Path(path)) = key {
+        if let Some(key) = path.path.get_ident() {
+            for input in sig.inputs.iter_mut() {
+                if let FnArg::Typed(typed) = input {
+                    if matches!(&*typed.pat, syn::Pat::Ident(p) if p.ident == *key) {
+                        typed
+                            .attrs
+                            .push(syn::parse_quote!(#[allow(unused_variables)]));
+                    }
+                }
+            }
+        }
+    }
     let block = &func.block;
 
     let type_args: Vec<TokenStream> = func

@@ -293,6 +293,7 @@ impl DbBuilder {
             max_size: self.max_size,
             pool_timeout: self.pool_timeout,
             requires_writable,
+            waiting: Default::default(),
         })
     }
 

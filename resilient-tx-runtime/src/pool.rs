@@ -3,6 +3,7 @@
 //! that says whether the database is down or the pool is merely busy.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bb8::{PooledConnection, RunError};
@@ -25,6 +26,26 @@ pub(crate) struct Pool {
     pub(crate) pool_timeout: Duration,
     /// The URL asks for a writable server: a suspect connection is checked for that.
     pub(crate) requires_writable: bool,
+    /// Callers waiting in `acquire`. bb8's own count of pending gets never goes down
+    /// for a get that was abandoned (as `acquire` does when a connect fails), so the
+    /// wrapper keeps its own.
+    pub(crate) waiting: AtomicU64,
+}
+
+/// Counts one waiting caller for as long as it lives.
+struct Waiting<'a>(&'a AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn new(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Waiting(counter)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Pool {
@@ -36,6 +57,7 @@ impl Pool {
     /// round trip at checkout.
     pub(crate) async fn acquire(&self, bound: Duration) -> Result<Pooled<'_>, TxError> {
         let deadline = tokio::time::Instant::now() + bound;
+        let _waiting = Waiting::new(&self.waiting);
         // Every replacement removes one connection, so the pool runs out of stale ones
         // after max_size rounds; the extra round is the fresh connection.
         for _ in 0..=self.max_size {

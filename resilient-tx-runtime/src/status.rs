@@ -27,7 +27,7 @@ impl PoolStatus {
             connections: state.connections,
             idle: state.idle_connections,
             in_use: state.connections.saturating_sub(state.idle_connections),
-            waiting: state.statistics.pending_gets(),
+            waiting: pool.waiting.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }

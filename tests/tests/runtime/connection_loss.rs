@@ -156,6 +156,11 @@ async fn stopped_server_gives_unavailable_in_seconds_and_the_same_db_recovers() 
         "the message names the cause: {error}"
     );
     assert!(error.is_transient());
+    assert_eq!(
+        db.pool_status().waiting,
+        0,
+        "no caller is left counted as waiting"
+    );
 
     cluster.start_again().await.expect("start");
     let n = count_events(&db)

@@ -28,7 +28,6 @@ async fn create_refund(tx: &mut Tx<'_>, request_id: &str) -> Result<i32, TxError
             &[],
         )
         .await?;
-    let _ = request_id;
     Ok(row.get(0))
 }
 
