@@ -177,17 +177,16 @@ impl<'db> Tx<'db> {
     ) -> Result<R, TxError> {
         self.usable()?;
         let begin = self.pending_begin.take();
-        let (sql, cached) = match query {
-            QueryRef::Sql(sql) => (Some(sql), self.conn.cached(sql)),
-            QueryRef::Prepared(statement) => (None, Some(statement.clone())),
+        // `Err(sql)`: not prepared on this connection yet.
+        let known = match query {
+            QueryRef::Sql(sql) => self.conn.cached(sql).ok_or(sql),
+            QueryRef::Prepared(statement) => Ok(statement.clone()),
         };
-        let fresh = cached.is_none();
         let client = &self.conn.client;
         let work = async {
-            let statement = match (cached, sql) {
-                (Some(statement), _) => statement,
-                (None, Some(sql)) => client.prepare(sql).await?,
-                (None, None) => unreachable!("a prepared statement is always at hand"),
+            let statement = match &known {
+                Ok(statement) => statement.clone(),
+                Err(sql) => client.prepare(sql).await?,
             };
             let rows = execute(client, &statement).await?;
             Ok((statement, rows))
@@ -195,7 +194,7 @@ impl<'db> Tx<'db> {
         let work = pipelined(client, begin.as_deref(), work);
         let result = bounded(&mut self.in_flight, self.deadline, work).await;
         let (statement, output) = self.settle(result)?;
-        if let (true, Some(sql)) = (fresh, sql) {
+        if let Err(sql) = known {
             self.conn.remember(sql, statement);
         }
         Ok(output)
