@@ -345,12 +345,14 @@ impl<'db> Call<'db> {
         self.attempt_span
             .record("backoff_ms", delay.as_millis() as u64);
         let sqlstate = error.sqlstate().map(|s| s.code()).unwrap_or("");
+        // The message alone: Display would add "gave up after N attempts".
+        let cause = error.message();
         if failure == Failure::Conflict || failure == Failure::ConnectionLost {
             tracing::warn!(parent: &self.attempt_span, function = self.name, class = failure.as_str(),
-                sqlstate, backoff_ms = delay.as_millis() as u64, error = %error, "retrying transaction");
+                sqlstate, backoff_ms = delay.as_millis() as u64, attempt = self.attempt, cause, "retrying transaction");
         } else {
             tracing::info!(parent: &self.attempt_span, function = self.name, class = failure.as_str(),
-                sqlstate, backoff_ms = delay.as_millis() as u64, error = %error, "retrying transaction");
+                sqlstate, backoff_ms = delay.as_millis() as u64, attempt = self.attempt, cause, "retrying transaction");
         }
         tokio::time::sleep(delay).await;
         true

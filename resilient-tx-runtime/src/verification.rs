@@ -3,9 +3,11 @@
 //! the connection dies while COMMIT is in flight, a fresh connection settles the
 //! outcome by inserting the same marker:
 //!
-//! * the insert conflicts: the original transaction committed → the call succeeds;
-//! * the insert succeeds: the original did not commit, and never can, since its own
-//!   marker insert (which precedes its COMMIT) would now conflict → the call retries;
+//! * the insert conflicts with the original's marker: the original transaction
+//!   committed → the call succeeds;
+//! * the insert succeeds (or finds a marker an earlier probe wrote, flagged as such):
+//!   the original did not commit, and never can, since its own marker insert (which
+//!   precedes its COMMIT) would now conflict → the call retries;
 //! * the insert waits: the original transaction is still open; it is waited for (its
 //!   row lock decides) until the call's deadline, then the call gets `CommitUnknown`.
 //!
@@ -62,6 +64,7 @@ impl MarkerTable {
                 "{schema}
                  CREATE TABLE IF NOT EXISTS {name} (
                      id uuid PRIMARY KEY,
+                     by_probe boolean NOT NULL DEFAULT false,
                      created_at timestamptz NOT NULL DEFAULT now());
                  CREATE INDEX IF NOT EXISTS {index}_created_at ON {name} (created_at);"
             ),
@@ -72,14 +75,17 @@ impl MarkerTable {
         }
     }
 
-    /// The probe: insert the same marker if absent, in a transaction whose lock wait
-    /// is bounded; a returned row means the original did not commit.
+    /// The probe: insert the same marker, flagged as the probe's, if absent, in a
+    /// transaction whose lock wait is bounded; then read whose marker is there. The
+    /// flag matters when a probe's own reply is lost: the next probe must not mistake
+    /// the marker the first one wrote for the original transaction's.
     fn probe(&self, marker: &str, lock_timeout: Duration) -> String {
+        let name = &self.name;
         format!(
             "BEGIN; SET LOCAL lock_timeout = {}; \
-             INSERT INTO {} (id) VALUES ('{marker}'::uuid) ON CONFLICT DO NOTHING RETURNING 1; COMMIT",
+             INSERT INTO {name} (id, by_probe) VALUES ('{marker}'::uuid, true) ON CONFLICT DO NOTHING; \
+             SELECT by_probe FROM {name} WHERE id = '{marker}'::uuid; COMMIT",
             lock_timeout.as_millis().max(1),
-            self.name
         )
     }
 }
@@ -127,14 +133,16 @@ impl Call<'_> {
                 let answer = tokio::time::timeout(remaining, conn.client.simple_query(&sql)).await;
                 match answer {
                     Ok(Ok(messages)) => {
-                        let inserted = messages
-                            .iter()
-                            .any(|m| matches!(m, SimpleQueryMessage::Row(_)));
-                        return if inserted {
-                            Verdict::NotCommitted
-                        } else {
-                            Verdict::Committed
-                        };
+                        let by_probe = messages.iter().find_map(|m| match m {
+                            SimpleQueryMessage::Row(row) => row.get(0).map(|v| v == "t"),
+                            _ => None,
+                        });
+                        match by_probe {
+                            Some(false) => return Verdict::Committed,
+                            Some(true) => return Verdict::NotCommitted,
+                            // The row was just inserted or found: it cannot be missing.
+                            None => conn.broken = true,
+                        }
                     }
                     // A failed probe leaves its transaction aborted, a timed-out one
                     // leaves a request in flight: either way, not for the pool.
@@ -174,7 +182,12 @@ mod tests {
         let table = MarkerTable::new("resilient_tx.commit_markers");
         let probe = table.probe("ab12", Duration::from_millis(1500));
         assert!(probe.contains("SET LOCAL lock_timeout = 1500"));
-        assert!(probe.contains("VALUES ('ab12'::uuid) ON CONFLICT DO NOTHING RETURNING 1"));
+        assert!(probe.contains("VALUES ('ab12'::uuid, true) ON CONFLICT DO NOTHING"));
+        assert!(
+            probe.contains(
+                "SELECT by_probe FROM resilient_tx.commit_markers WHERE id = 'ab12'::uuid"
+            )
+        );
         assert_eq!(
             table.insert,
             "INSERT INTO resilient_tx.commit_markers (id) VALUES (($1::text)::uuid)"

@@ -5,7 +5,10 @@
 //!   temporary directory, on a port of its own) that tests can stop, restart,
 //!   crash, replicate, promote, and whose backends they can terminate.
 //! * [`FaultProxy`] — a TCP proxy in front of a server that adds latency,
-//!   goes silent (blackhole), refuses or resets connections on command.
+//!   goes silent (blackhole), refuses or resets connections on command, and
+//!   cuts connections at exact points of the PostgreSQL protocol
+//!   ([`CutPoint`]: e.g. after a COMMIT reached the server, before its reply
+//!   reached the client), once or at random from a seed ([`RandomCuts`]).
 //! * [`binaries`] — where the PostgreSQL binaries are and how to run them
 //!   (as the `postgres` OS user when the tests run as root).
 //!
@@ -17,11 +20,14 @@
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use resilient_tx_testkit::{FaultProxy, PgCluster};
+//! use resilient_tx_testkit::{CutPoint, FaultProxy, PgCluster, RandomCuts};
 //!
 //! let cluster = PgCluster::start().await?;
 //! let proxy = FaultProxy::start(cluster.socket_addr()).await?;
 //! // Point the code under test at `cluster.url_via(&proxy)`, then:
+//! proxy.cut_next(CutPoint::AfterCommitBeforeReply); // committed, reply lost
+//! proxy.cut_randomly(RandomCuts::new(0.05, 42));    // cuts anywhere, seeded
+//! proxy.stop_cutting();
 //! proxy.cut_all().await;           // every connection is reset
 //! cluster.restart_immediate().await?; // the server crashes and recovers
 //! # Ok(()) }
@@ -31,13 +37,16 @@
 
 pub mod binaries;
 mod cluster;
+mod cuts;
 mod ports;
 mod postmaster;
+mod protocol;
 mod proxy;
 mod replica;
 mod settings;
 
 pub use cluster::{ADMIN_APPLICATION_NAME, PgCluster, PgClusterBuilder, SUPERUSER};
+pub use cuts::{CutCounts, CutPoint, CutRule, REPLY_WAIT, RandomCuts};
 pub use ports::pick_free_port;
 pub use proxy::{Direction, FaultProxy, ProxyMode};
 

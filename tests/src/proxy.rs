@@ -19,9 +19,11 @@
 //!   the bytes like a network partition would: when it heals, the stream goes
 //!   on where it stopped.
 //! * Protocol-aware faults (e.g. cutting after a `COMMIT` went upstream but
-//!   before its reply came back) will hook in between the two stages: the read
-//!   stage knows the [`Direction`] and sees every byte in order, so it can be
-//!   given a message framer and per-message actions without touching the rest.
+//!   before its reply came back, see [`CutPoint`]) hook in between the two
+//!   stages: each read stage frames the PostgreSQL messages of its direction
+//!   ([`crate::protocol`]), and the client's may end its stream with a cut
+//!   order that the write stage carries out once the bytes before it are
+//!   written ([`crate::cuts`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -35,6 +37,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
+
+use crate::cuts::{
+    ClientStep, ClientTap, CutCounts, CutOrder, CutPoint, CutRule, Cuts, Link, RandomCuts,
+    ServerTap,
+};
 
 /// Size of one read; a chunk is whatever one read returned.
 const CHUNK_SIZE: usize = 16 * 1024;
@@ -114,6 +121,7 @@ struct Shared {
     mode: watch::Sender<ProxyMode>,
     connections: Mutex<HashMap<u64, Registration>>,
     next_id: AtomicU64,
+    cuts: Arc<Cuts>,
 }
 
 /// A live connection as seen by the registry.
@@ -147,6 +155,7 @@ impl FaultProxy {
             mode: watch::Sender::new(ProxyMode::Pass),
             connections: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
+            cuts: Arc::new(Cuts::new()),
         });
         let accept_task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
         tracing::debug!(%addr, %upstream, "fault proxy started");
@@ -239,6 +248,65 @@ impl FaultProxy {
     pub fn connection_count(&self) -> usize {
         self.shared.connections().len()
     }
+
+    /// Cuts the connection that next reaches `point` (any connection of this
+    /// proxy, live or new), once; then cutting is off again. Replaces any
+    /// other cut plan.
+    ///
+    /// ```no_run
+    /// # async fn demo(proxy: &resilient_tx_testkit::FaultProxy, client: &tokio_postgres::Client)
+    /// # -> Result<(), tokio_postgres::Error> {
+    /// use resilient_tx_testkit::CutPoint;
+    /// client.batch_execute("BEGIN; INSERT INTO t VALUES (1)").await?;
+    /// proxy.cut_next(CutPoint::AfterCommitBeforeReply);
+    /// // The server commits, the client sees the connection reset.
+    /// assert!(client.batch_execute("COMMIT").await.is_err());
+    /// # Ok(()) }
+    /// ```
+    pub fn cut_next(&self, point: CutPoint) {
+        self.cut_once([CutRule::at(point)]);
+    }
+
+    /// Cuts the connection whose next statement containing `text` (e.g. a
+    /// table name) reaches `point`, once. Replaces any other cut plan.
+    pub fn cut_next_matching(&self, point: CutPoint, text: &str) {
+        self.cut_once([CutRule::at(point).matching(text)]);
+    }
+
+    /// Arms several one-shot cuts at once: each rule cuts the first
+    /// statement it matches (statements are offered to the rules in order,
+    /// the first matching rule takes it), then cutting stops once all have
+    /// cut. Replaces any other cut plan; an empty list stops cutting.
+    pub fn cut_once(&self, rules: impl IntoIterator<Item = CutRule>) {
+        let rules: Vec<CutRule> = rules.into_iter().collect();
+        tracing::debug!(addr = %self.addr, ?rules, "fault proxy: one-shot cuts");
+        self.shared.cuts.cut_once(rules);
+    }
+
+    /// Cuts statements at random, reproducibly from a seed, until
+    /// [`FaultProxy::stop_cutting`]; see [`RandomCuts`]. Replaces any other
+    /// cut plan.
+    pub fn cut_randomly(&self, cuts: RandomCuts) {
+        tracing::debug!(addr = %self.addr, ?cuts, "fault proxy: random cuts");
+        self.shared.cuts.cut_randomly(cuts);
+    }
+
+    /// Stops cutting (a pending [`FaultProxy::cut_next`] included); cuts in
+    /// progress complete.
+    pub fn stop_cutting(&self) {
+        self.shared.cuts.stop();
+    }
+
+    /// The one-shot cuts ([`FaultProxy::cut_next`], [`FaultProxy::cut_once`])
+    /// that have not happened yet.
+    pub fn pending_cuts(&self) -> Vec<CutRule> {
+        self.shared.cuts.pending()
+    }
+
+    /// How many protocol-aware cuts this proxy made, by point.
+    pub fn cuts(&self) -> CutCounts {
+        self.shared.cuts.counts()
+    }
 }
 
 impl Drop for FaultProxy {
@@ -301,7 +369,8 @@ impl Drop for Deregister {
 enum End {
     /// Both directions reached end-of-stream and forwarded it.
     Closed,
-    /// A socket failed; the other side is reset to pass the failure on.
+    /// A socket failed, or a protocol-aware cut was made; both sides are
+    /// reset.
     Failed,
     /// [`FaultProxy::cut_all`] asked for a reset (with its acknowledgement
     /// channel, if it is still waiting).
@@ -353,17 +422,20 @@ async fn serve_connection(
     let end = {
         let (client_read, client_write) = client.split();
         let (server_read, server_write) = server.split();
+        let link = Link::new();
         let upstream = forward(
             Direction::ClientToServer,
             client_read,
             server_write,
             shared.mode.subscribe(),
+            Tap::Client(ClientTap::new(Arc::clone(&link), Arc::clone(&shared.cuts))),
         );
         let downstream = forward(
             Direction::ServerToClient,
             server_read,
             client_write,
             shared.mode.subscribe(),
+            Tap::Server(ServerTap::new(Arc::clone(&link))),
         );
         // `biased` so that once a cut is requested, not one more byte is
         // forwarded: the pipelines are dropped before they are polled again.
@@ -417,6 +489,57 @@ enum Event {
     Data { bytes: Vec<u8>, read_at: Instant },
     /// The reader reached end-of-stream; the writer shuts its side down.
     Eof { read_at: Instant },
+    /// A protocol-aware cut, carried out once the bytes before it are
+    /// written: the direction fails, and the connection is reset.
+    Cut { order: CutOrder, read_at: Instant },
+    /// The server side holds back replies from here on: everything before
+    /// is written (a pending cut waits for this).
+    Drained { read_at: Instant },
+}
+
+/// The protocol-aware part of a direction's read stage.
+enum Tap {
+    Client(ClientTap),
+    Server(ServerTap),
+}
+
+impl Tap {
+    /// The link both directions share, for the write stage's cut orders.
+    fn link(&self) -> Arc<Link> {
+        match self {
+            Tap::Client(tap) => tap.link(),
+            Tap::Server(tap) => tap.link(),
+        }
+    }
+
+    fn cuts(&self) -> Option<Arc<Cuts>> {
+        match self {
+            Tap::Client(tap) => Some(tap.cuts()),
+            Tap::Server(_) => None,
+        }
+    }
+
+    /// What to forward of a chunk, and what to do after it.
+    fn process(&mut self, bytes: Vec<u8>, read_at: Instant) -> (Vec<u8>, Option<Event>) {
+        match self {
+            Tap::Client(tap) => match tap.process(bytes) {
+                ClientStep::Forward(bytes) => (bytes, None),
+                ClientStep::Cut(bytes, order) => (bytes, Some(Event::Cut { order, read_at })),
+            },
+            Tap::Server(tap) => match tap.process(bytes) {
+                (bytes, false) => (bytes, None),
+                (bytes, true) => (bytes, Some(Event::Drained { read_at })),
+            },
+        }
+    }
+
+    /// Bytes held back when the stream ended.
+    fn finish(&mut self) -> Vec<u8> {
+        match self {
+            Tap::Client(tap) => tap.finish(),
+            Tap::Server(_) => Vec::new(),
+        }
+    }
 }
 
 /// Forwards one direction of a connection until end-of-stream (forwarded as
@@ -431,29 +554,46 @@ async fn forward<R, W>(
     mut reader: R,
     mut writer: W,
     mut mode: watch::Receiver<ProxyMode>,
+    mut tap: Tap,
 ) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let (tx, mut rx) = mpsc::channel::<Event>(PIPELINE_DEPTH);
+    let link = tap.link();
+    let cuts = tap.cuts();
 
     let read_stage = async move {
         loop {
             let mut bytes = vec![0u8; CHUNK_SIZE];
             let n = reader.read(&mut bytes).await?;
             let read_at = Instant::now();
-            // Protocol-aware hooks go here: `direction` and `bytes` are
-            // everything a message framer needs.
-            let event = if n == 0 {
-                Event::Eof { read_at }
-            } else {
-                bytes.truncate(n);
-                Event::Data { bytes, read_at }
-            };
-            let eof = matches!(event, Event::Eof { .. });
-            if tx.send(event).await.is_err() || eof {
+            if n == 0 {
+                let held = tap.finish();
+                if !held.is_empty() {
+                    let data = Event::Data {
+                        bytes: held,
+                        read_at,
+                    };
+                    if tx.send(data).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                let _ = tx.send(Event::Eof { read_at }).await;
                 return Ok::<(), io::Error>(());
+            }
+            bytes.truncate(n);
+            let (bytes, then) = tap.process(bytes, read_at);
+            if !bytes.is_empty() && tx.send(Event::Data { bytes, read_at }).await.is_err() {
+                return Ok(());
+            }
+            if let Some(event) = then {
+                // Nothing after a cut point is read, let alone forwarded.
+                let cut = matches!(event, Event::Cut { .. });
+                if tx.send(event).await.is_err() || cut {
+                    return Ok(());
+                }
             }
         }
     };
@@ -461,7 +601,10 @@ where
     let write_stage = async move {
         while let Some(event) = rx.recv().await {
             let read_at = match &event {
-                Event::Data { read_at, .. } | Event::Eof { read_at } => *read_at,
+                Event::Data { read_at, .. }
+                | Event::Eof { read_at }
+                | Event::Cut { read_at, .. }
+                | Event::Drained { read_at } => *read_at,
             };
             release_at(&mut mode, read_at).await?;
             match event {
@@ -469,6 +612,11 @@ where
                 Event::Eof { .. } => {
                     writer.shutdown().await?;
                     return Ok(());
+                }
+                Event::Drained { .. } => link.mark_drained(),
+                Event::Cut { order, .. } => {
+                    let cuts = cuts.as_deref().expect("only the client side cuts");
+                    return Err(order.execute(&link, cuts).await);
                 }
             }
         }
