@@ -32,6 +32,9 @@ use crate::verification::{Verdict, new_marker};
 /// rarely released by the next try.
 const LOCK_RETRIES: u32 = 2;
 
+/// Attempts in a row met with silence before the call gives up.
+const SILENT_ATTEMPTS: u32 = 2;
+
 /// Between the server's statement timeout and the client's timer: the server's cancel
 /// (a clean 57014, the connection kept) should win whenever the server is answering.
 const CLIENT_TIMER_MARGIN: Duration = Duration::from_millis(500);
@@ -58,6 +61,9 @@ pub struct Call<'db> {
     verify: bool,
     /// The current attempt runs on the replica.
     on_replica: bool,
+    /// Attempts in a row that met silence (a connect or a round trip that never
+    /// answered).
+    silent_attempts: u32,
 }
 
 impl<'db> Call<'db> {
@@ -88,6 +94,7 @@ impl<'db> Call<'db> {
             key: None,
             verify: false,
             on_replica: false,
+            silent_attempts: 0,
         }
     }
 
@@ -310,6 +317,19 @@ impl<'db> Call<'db> {
         if self.attempt > self.policy.retries
             || (failure == Failure::LockUnavailable && self.attempt > LOCK_RETRIES)
         {
+            return false;
+        }
+        if matches!(failure, Failure::ClientTimeout | Failure::ConnectTimeout) {
+            self.silent_attempts += 1;
+        } else {
+            self.silent_attempts = 0;
+        }
+        if self.silent_attempts >= SILENT_ATTEMPTS {
+            // A dead connection is replaced by the first retry; when the fresh one is
+            // met with silence too, the network is partitioned, and more waiting only
+            // keeps the caller from its error.
+            tracing::warn!(parent: &self.attempt_span, function = self.name, error = %error,
+                "the database stays silent: giving up instead of waiting out the deadline");
             return false;
         }
         if action == Action::Reconnect && !self.db.budget().try_withdraw() {

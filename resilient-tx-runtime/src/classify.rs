@@ -20,8 +20,10 @@ pub(crate) enum Failure {
     LockUnavailable,
     /// The connection died before COMMIT was sent: the server aborted the transaction.
     ConnectionLost,
-    /// A connection could not be made (refused, timed out, 57P03, 53300).
+    /// A connection could not be made (refused, 57P03, 53300, a failed session check).
     Unreachable,
+    /// A connect did not finish in time: the network or the server is silent.
+    ConnectTimeout,
     /// 25006: the connection reached a read-only server (a demoted primary or standby).
     ReadOnly,
     /// No pooled connection became free in time while the database answers.
@@ -62,9 +64,10 @@ impl Failure {
             Failure::Conflict | Failure::LockUnavailable | Failure::StalePlan => {
                 ErrorKind::Conflict
             }
-            Failure::ConnectionLost | Failure::Unreachable | Failure::ReadOnly => {
-                ErrorKind::Unavailable
-            }
+            Failure::ConnectionLost
+            | Failure::Unreachable
+            | Failure::ConnectTimeout
+            | Failure::ReadOnly => ErrorKind::Unavailable,
             Failure::PoolExhausted => ErrorKind::PoolExhausted,
             Failure::StatementTimeout | Failure::ClientTimeout => ErrorKind::Timeout,
             Failure::CommitUnknown => ErrorKind::CommitUnknown,
@@ -79,6 +82,7 @@ impl Failure {
             Failure::Conflict | Failure::LockUnavailable | Failure::StalePlan => Action::Retry,
             Failure::ConnectionLost
             | Failure::Unreachable
+            | Failure::ConnectTimeout
             | Failure::ReadOnly
             | Failure::ClientTimeout => Action::Reconnect,
             Failure::CommitUnknown => Action::Resolve,
@@ -108,6 +112,7 @@ impl Failure {
             Failure::LockUnavailable => "lock_unavailable",
             Failure::ConnectionLost => "connection_lost",
             Failure::Unreachable => "unreachable",
+            Failure::ConnectTimeout => "connect_timeout",
             Failure::ReadOnly => "read_only",
             Failure::PoolExhausted => "pool_exhausted",
             Failure::StatementTimeout => "statement_timeout",
@@ -269,7 +274,7 @@ pub(crate) fn client_timeout(phase: Phase, after: Duration) -> TxError {
             ),
         ),
         Phase::Connect => TxError::new(
-            Failure::Unreachable,
+            Failure::ConnectTimeout,
             format!("could not connect to the database within {}", human(after)),
         ),
         Phase::Statement => TxError::new(
@@ -309,7 +314,10 @@ fn describe(err: &tokio_postgres::Error, failure: Failure, phase: Phase) -> Stri
             format!("the database refused the connection: {cause}")
         }
         Failure::Database => format!("the database rejected the statement: {cause}"),
-        Failure::PoolExhausted | Failure::ClientTimeout | Failure::Config => cause,
+        Failure::PoolExhausted
+        | Failure::ClientTimeout
+        | Failure::ConnectTimeout
+        | Failure::Config => cause,
     }
 }
 
@@ -391,6 +399,10 @@ mod tests {
             assert_eq!(failure.kind(), ErrorKind::Unavailable);
         }
         assert_eq!(classify_client(true, Phase::Connect), Failure::Unreachable);
+        let silent = client_timeout(Phase::Connect, Duration::from_secs(3));
+        assert_eq!(silent.failure(), Failure::ConnectTimeout);
+        assert_eq!(silent.failure().action(), Action::Reconnect);
+        assert_eq!(silent.kind(), ErrorKind::Unavailable);
     }
 
     #[test]

@@ -48,7 +48,9 @@ impl Counters {
         match failure {
             Failure::ReadOnly => bump(&self.retries_read_only),
             Failure::ClientTimeout => bump(&self.retries_timeout),
-            Failure::ConnectionLost | Failure::Unreachable => bump(&self.retries_connection),
+            Failure::ConnectionLost | Failure::Unreachable | Failure::ConnectTimeout => {
+                bump(&self.retries_connection)
+            }
             _ => bump(&self.retries_conflict),
         }
     }
