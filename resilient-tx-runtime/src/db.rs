@@ -268,7 +268,7 @@ impl DbBuilder {
         let requires_writable = config.get_target_session_attrs() == TargetSessionAttrs::ReadWrite;
         let health = Arc::new(PoolHealth::default());
         let manager = Manager {
-            config,
+            hosts: crate::hosts::per_host(&config),
             connect_timeout: self.connect_timeout,
             health: health.clone(),
             counters: counters.clone(),

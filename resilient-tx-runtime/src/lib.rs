@@ -15,6 +15,7 @@ mod connection;
 mod db;
 mod error;
 mod health;
+mod hosts;
 mod idempotency;
 mod manager;
 mod metrics;

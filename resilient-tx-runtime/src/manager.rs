@@ -94,7 +94,8 @@ impl PoolHealth {
 
 /// Opens connections for the pool.
 pub(crate) struct Manager {
-    pub(crate) config: tokio_postgres::Config,
+    /// One config per host of the URL, tried in order.
+    pub(crate) hosts: Vec<tokio_postgres::Config>,
     pub(crate) connect_timeout: Duration,
     pub(crate) health: Arc<PoolHealth>,
     pub(crate) counters: Arc<Counters>,
@@ -105,8 +106,46 @@ impl Manager {
     /// and the `target_session_attrs` check): tokio-postgres' own `connect_timeout`
     /// covers the TCP connect only.
     pub(crate) async fn open(&self) -> Result<PgConnection, TxError> {
-        let result = tokio::time::timeout(self.connect_timeout, self.config.connect(NoTls)).await;
-        let error = match result {
+        let mut failures = Vec::new();
+        for config in &self.hosts {
+            match self.open_one(config).await {
+                Ok(conn) => {
+                    self.health.connected();
+                    self.counters.connection_opened();
+                    return Ok(conn);
+                }
+                Err(error) => failures.push((describe_host(config), error)),
+            }
+        }
+        let error = match failures.len() {
+            0 => TxError::config("the database URL names no host"),
+            1 => failures.remove(0).1,
+            // Every host failed: name each, so a reader sees the whole picture rather
+            // than only the last host's error.
+            _ => {
+                let (_, last) = &failures[failures.len() - 1];
+                let summary: Vec<String> = failures
+                    .iter()
+                    .map(|(host, e)| format!("{host}: {}", e.message()))
+                    .collect();
+                TxError::with_details(
+                    last.failure(),
+                    format!("no database host could be used ({})", summary.join("; ")),
+                    last.sqlstate().cloned(),
+                    None,
+                )
+            }
+        };
+        tracing::warn!(error = %error, "connecting to the database failed");
+        self.counters.connect_failed();
+        self.health.connect_failed(error.clone());
+        Err(error)
+    }
+
+    /// One host, bounded as a whole.
+    async fn open_one(&self, config: &tokio_postgres::Config) -> Result<PgConnection, TxError> {
+        let result = tokio::time::timeout(self.connect_timeout, config.connect(NoTls)).await;
+        match result {
             Ok(Ok((client, connection))) => {
                 tokio::spawn(async move {
                     // The query that meets a dead socket sees only "connection closed";
@@ -115,17 +154,24 @@ impl Manager {
                         tracing::debug!(cause = %cause_of(&e), "database connection ended");
                     }
                 });
-                self.health.connected();
-                self.counters.connection_opened();
-                return Ok(PgConnection::new(client));
+                Ok(PgConnection::new(client))
             }
-            Ok(Err(e)) => to_tx_error(e, Phase::Connect),
-            Err(_elapsed) => client_timeout(Phase::Connect, self.connect_timeout),
-        };
-        tracing::warn!(error = %error, "connecting to the database failed");
-        self.counters.connect_failed();
-        self.health.connect_failed(error.clone());
-        Err(error)
+            Ok(Err(e)) => Err(to_tx_error(e, Phase::Connect)),
+            Err(_elapsed) => Err(client_timeout(Phase::Connect, self.connect_timeout)),
+        }
+    }
+}
+
+/// `host:port` for messages (never the password or the whole URL).
+fn describe_host(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(name)) => name.clone(),
+        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "?".to_owned(),
+    };
+    match config.get_ports().first() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
     }
 }
 

@@ -9,6 +9,12 @@
 //! | PUT | `/api/servers/{id}` | 200, name and url replaced |
 //! | PATCH | `/api/servers/{id}` | 200, the fields given changed |
 //! | DELETE | `/api/servers/{id}` | 204 or 404 |
+//!
+//! The two reads are `read_only` transactions: with a read replica configured they run
+//! there (falling back to the primary while it is unreachable), and may lag behind the
+//! primary by the replication delay. A request that must see its own latest writes asks
+//! for `Consistency: strong` (header) or `?consistency=strong` (query), which reads
+//! from the primary.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -16,6 +22,7 @@ use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use resilient_tx::Db;
 use serde::Deserialize;
 
 use crate::app::AppState;
@@ -25,6 +32,10 @@ use crate::store;
 
 /// Header a client sets to make a create happen at most once.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// Header with which a read asks for read-your-writes (`strong`) instead of the
+/// replica's possibly lagging view (`eventual`, the default).
+pub const CONSISTENCY: HeaderName = HeaderName::from_static("consistency");
 
 /// Longest idempotency key accepted.
 const MAX_KEY_LEN: usize = 255;
@@ -44,15 +55,58 @@ pub fn routes() -> Router<AppState> {
 struct ListQuery {
     /// Only the server with exactly this name.
     name: Option<String>,
+    /// `strong` reads from the primary.
+    consistency: Option<String>,
+}
+
+/// Query of the single-server read.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ReadQuery {
+    /// `strong` reads from the primary.
+    pub(crate) consistency: Option<String>,
+}
+
+/// The `Db` a read runs on: the primary for `strong` consistency (header or query),
+/// otherwise the default handle, whose read-only calls use the replica if there is one.
+pub(crate) fn reader(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Db, ApiError> {
+    let invalid = |value: &str| {
+        ApiError::invalid_request(
+            StatusCode::BAD_REQUEST,
+            format!("consistency must be strong or eventual, got {value:?}"),
+        )
+    };
+    let mut strong = false;
+    let header = match headers.get(CONSISTENCY) {
+        Some(value) => Some(value.to_str().map_err(|_| invalid("<not ASCII>"))?),
+        None => None,
+    };
+    for value in [header, query].into_iter().flatten() {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "strong" => strong = true,
+            "eventual" => {}
+            _ => return Err(invalid(value)),
+        }
+    }
+    Ok(if strong {
+        state.db.primary_only()
+    } else {
+        state.db.clone()
+    })
 }
 
 async fn list(
     State(state): State<AppState>,
+    headers: HeaderMap,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Vec<Server>>, ApiError> {
     let Query(query) = query?;
+    let db = reader(&state, &headers, query.consistency.as_deref())?;
     state.ensure_schema().await?;
-    let servers = store::list_servers(&state.db, query.name.as_deref()).await?;
+    let servers = store::list_servers(&db, query.name.as_deref()).await?;
     Ok(Json(servers))
 }
 
@@ -80,11 +134,15 @@ async fn create(
 
 async fn get_one(
     State(state): State<AppState>,
+    headers: HeaderMap,
     id: Result<Path<i64>, PathRejection>,
+    query: Result<Query<ReadQuery>, QueryRejection>,
 ) -> Result<Json<Server>, ApiError> {
     let Path(id) = id?;
+    let Query(query) = query?;
+    let db = reader(&state, &headers, query.consistency.as_deref())?;
     state.ensure_schema().await?;
-    Ok(Json(store::get_server(&state.db, id).await?))
+    Ok(Json(store::get_server(&db, id).await?))
 }
 
 async fn replace(
@@ -125,7 +183,7 @@ async fn remove(
 }
 
 /// The `Idempotency-Key` header, if the client sent one.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
         return Ok(None);
     };

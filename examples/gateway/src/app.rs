@@ -12,7 +12,7 @@ use resilient_tx::Db;
 use crate::auth::{self, BearerToken};
 use crate::errors::ApiError;
 use crate::store::Schema;
-use crate::{api, health};
+use crate::{api, health, testing};
 
 /// What every handler can reach. Cheap to clone: the `Db` and the rest are shared.
 #[derive(Debug, Clone)]
@@ -23,6 +23,8 @@ pub struct AppState {
     pub token: BearerToken,
     /// Whether the schema has been created.
     pub schema: Arc<Schema>,
+    /// Whether the test routes' table has been created (with test endpoints on).
+    pub test_schema: Arc<Schema>,
 }
 
 impl FromRef<AppState> for BearerToken {
@@ -39,9 +41,14 @@ impl AppState {
     }
 }
 
-/// The whole HTTP surface: `/api/...` behind the bearer token, `/health/...` open.
-pub fn router(state: AppState) -> Router {
-    let api = api::routes().route_layer(middleware::from_fn_with_state(
+/// The whole HTTP surface: `/api/...` behind the bearer token, `/health/...` open;
+/// `/api/test/...` only with `test_endpoints`.
+pub fn router(state: AppState, test_endpoints: bool) -> Router {
+    let mut api = api::routes();
+    if test_endpoints {
+        api = api.nest("/test", testing::routes());
+    }
+    let api = api.route_layer(middleware::from_fn_with_state(
         state.token.clone(),
         auth::require_token,
     ));

@@ -8,6 +8,9 @@ use std::time::Duration;
 /// Port the gateway listens on when `PORT` is not set.
 pub const DEFAULT_PORT: u16 = 8080;
 
+/// Retries of one call when `RETRIES` is not set (the runtime's default).
+pub const DEFAULT_RETRIES: u32 = 5;
+
 /// Everything [`crate::serve`] needs to start the gateway.
 ///
 /// `Debug` hides the token and the database URL (which may carry a password).
@@ -17,6 +20,11 @@ pub struct Config {
     /// understood. `None` starts a throwaway local PostgreSQL server for the process's
     /// lifetime.
     pub database_url: Option<String>,
+    /// A read replica (libpq URI or key=value, several hosts allowed) that serves the
+    /// read-only routes; they fall back to the primary while it is unreachable, and a
+    /// request asks for read-your-writes with `Consistency: strong`. `None`: every read
+    /// goes to the primary.
+    pub database_replica_url: Option<String>,
     /// The bearer token every `/api` request must present. `None` is allowed only with
     /// a throwaway database, for which a random development token is generated.
     pub token: Option<String>,
@@ -29,6 +37,12 @@ pub struct Config {
     pub statement_timeout: Option<Duration>,
     /// Total time one transactional call may spend on attempts and backoff.
     pub deadline: Duration,
+    /// Most retries of one call after its first attempt; the deadline bounds them too.
+    pub retries: u32,
+    /// Serve the `/api/test/...` routes the resilience suite drives (deadlocks, long
+    /// transactions, transfers between test accounts). Off by default: never in
+    /// production.
+    pub test_endpoints: bool,
     /// `application_name` of the gateway's database connections, unless the URL sets
     /// one. Operators (and tests) find the gateway's backends by it.
     pub application_name: String,
@@ -86,11 +100,14 @@ impl Config {
     fn defaults() -> Self {
         Config {
             database_url: None,
+            database_replica_url: None,
             token: None,
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT),
             pool: PoolSettings::default(),
             statement_timeout: Some(Duration::from_secs(5)),
             deadline: Duration::from_secs(30),
+            retries: DEFAULT_RETRIES,
+            test_endpoints: false,
             application_name: "gateway".to_owned(),
         }
     }
@@ -105,6 +122,7 @@ impl Config {
     /// | variable | meaning | default |
     /// |---|---|---|
     /// | `DATABASE_URL` | database to use | a throwaway local server |
+    /// | `DATABASE_REPLICA_URL` | read replica for the read-only routes | none: reads use the primary |
     /// | `GATEWAY_TOKEN` | bearer token for `/api` | required with `DATABASE_URL` |
     /// | `HOST` | address to listen on | `0.0.0.0` |
     /// | `PORT` | port to listen on (0: any) | 8080 |
@@ -113,6 +131,8 @@ impl Config {
     /// | `CONNECT_TIMEOUT_MS` | bound on one connect | 3000 |
     /// | `STATEMENT_TIMEOUT_MS` | per-attempt timeout (0: none) | 5000 |
     /// | `DEADLINE_MS` | total budget of one call | 30000 |
+    /// | `RETRIES` | most retries of one call (the deadline bounds them too) | 5 |
+    /// | `GATEWAY_TEST_ENDPOINTS` | `1` serves `/api/test/...` for the resilience suite | off |
     /// | `APPLICATION_NAME` | `application_name` of the connections | `gateway` |
     ///
     /// Empty values count as unset.
@@ -120,6 +140,7 @@ impl Config {
         let var = |name: &str| var(name).filter(|value| !value.trim().is_empty());
         let mut config = Config::defaults();
         config.database_url = var("DATABASE_URL");
+        config.database_replica_url = var("DATABASE_REPLICA_URL");
         config.token = var("GATEWAY_TOKEN");
         if config.database_url.is_some() && config.token.is_none() {
             return Err(ConfigError(
@@ -158,6 +179,20 @@ impl Config {
         if let Some(deadline) = millis(&var, "DEADLINE_MS")? {
             config.deadline = deadline;
         }
+        if let Some(retries) = parse::<u32>(&var, "RETRIES")? {
+            config.retries = retries;
+        }
+        if let Some(value) = var("GATEWAY_TEST_ENDPOINTS") {
+            config.test_endpoints = match value.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => {
+                    return Err(ConfigError(format!(
+                        "GATEWAY_TEST_ENDPOINTS must be 1 or 0, got {value:?}"
+                    )));
+                }
+            };
+        }
         if let Some(name) = var("APPLICATION_NAME") {
             config.application_name = name;
         }
@@ -178,6 +213,13 @@ impl Config {
         }
         if self.deadline.is_zero() {
             return Err(ConfigError("DEADLINE_MS must be above zero".to_owned()));
+        }
+        if self.database_replica_url.is_some() && self.database_url.is_none() {
+            return Err(ConfigError(
+                "DATABASE_REPLICA_URL needs DATABASE_URL (the throwaway local database has no \
+                 replica)"
+                    .to_owned(),
+            ));
         }
         Ok(())
     }
@@ -215,11 +257,17 @@ impl fmt::Debug for Config {
         let redacted = |set: bool| if set { "<set>" } else { "<unset>" };
         f.debug_struct("Config")
             .field("database_url", &redacted(self.database_url.is_some()))
+            .field(
+                "database_replica_url",
+                &redacted(self.database_replica_url.is_some()),
+            )
             .field("token", &redacted(self.token.is_some()))
             .field("listen", &self.listen)
             .field("pool", &self.pool)
             .field("statement_timeout", &self.statement_timeout)
             .field("deadline", &self.deadline)
+            .field("retries", &self.retries)
+            .field("test_endpoints", &self.test_endpoints)
             .field("application_name", &self.application_name)
             .finish()
     }
@@ -250,6 +298,12 @@ mod tests {
         assert_eq!(config.pool.pool_timeout, Duration::from_secs(30));
         assert_eq!(config.statement_timeout, Some(Duration::from_secs(5)));
         assert_eq!(config.deadline, Duration::from_secs(30));
+        assert_eq!(config.database_replica_url, None);
+        assert_eq!(config.retries, DEFAULT_RETRIES);
+        assert!(
+            !config.test_endpoints,
+            "the suite's routes are off by default"
+        );
     }
 
     #[test]
@@ -269,8 +323,17 @@ mod tests {
             ("STATEMENT_TIMEOUT_MS", "0"),
             ("DEADLINE_MS", "9000"),
             ("APPLICATION_NAME", "gw-test"),
+            ("DATABASE_REPLICA_URL", "postgres://app@replica/app"),
+            ("RETRIES", "12"),
+            ("GATEWAY_TEST_ENDPOINTS", "1"),
         ])
         .expect("valid");
+        assert_eq!(
+            config.database_replica_url.as_deref(),
+            Some("postgres://app@replica/app")
+        );
+        assert_eq!(config.retries, 12);
+        assert!(config.test_endpoints);
         assert_eq!(config.listen, "127.0.0.1:0".parse().expect("addr"));
         assert_eq!(config.pool.min_idle, 2);
         assert_eq!(config.pool.max_size, 4);
@@ -299,14 +362,20 @@ mod tests {
         }
         let error = from(&[("POOL_MIN_IDLE", "20")]).expect_err("min above max");
         assert!(error.0.contains("POOL_MIN_IDLE"), "{error}");
+        let error = from(&[("GATEWAY_TEST_ENDPOINTS", "maybe")]).expect_err("not a flag");
+        assert!(error.0.contains("GATEWAY_TEST_ENDPOINTS"), "{error}");
+        let error =
+            from(&[("DATABASE_REPLICA_URL", "postgres://r/app")]).expect_err("replica alone");
+        assert!(error.0.contains("DATABASE_REPLICA_URL"), "{error}");
     }
 
     #[test]
     fn debug_hides_the_secrets() {
-        let config = Config::new("postgres://app:hunter2@db/app", "tok3n");
+        let mut config = Config::new("postgres://app:hunter2@db/app", "tok3n");
+        config.database_replica_url = Some("postgres://app:hunter3@replica/app".to_owned());
         let shown = format!("{config:?}");
         assert!(
-            !shown.contains("hunter2") && !shown.contains("tok3n"),
+            !shown.contains("hunter2") && !shown.contains("hunter3") && !shown.contains("tok3n"),
             "{shown}"
         );
     }

@@ -183,8 +183,12 @@ impl From<TxError> for ApiError {
 
 fn map_tx_error(error: &TxError, sqlstate: Option<&str>) -> ApiError {
     match error.kind() {
+        // Not "the request was not applied": a keyed create or an idempotent update may
+        // have committed before the connection was lost for good, which is safe to
+        // repeat (the key returns the first result) but not a fact to deny.
         ErrorKind::Unavailable => ApiError::database_unavailable(
-            "the database is unavailable right now; the request was not applied, try again shortly",
+            "the database is unavailable right now; try again shortly (a create repeated \
+             with the same Idempotency-Key takes effect at most once)",
         ),
         ErrorKind::PoolExhausted => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -109,14 +109,17 @@ fn not_ready(reason: &str, pool: PoolJson) -> Response {
     response
 }
 
-/// The pool and the runtime's counters, without touching the database: shows a pool
-/// refilling to its minimum after an outage, and how many retries it took.
+/// The pool (and the read replica's, when one is configured) and the runtime's
+/// counters, without touching the database: shows a pool refilling to its minimum after
+/// an outage, and how many retries it took.
 async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
     let pool = PoolJson::from(state.db.pool_status());
+    let replica_pool = state.db.replica_pool_status().map(PoolJson::from);
     let m = state.db.metrics();
     Json(json!({
         "schema_ready": state.schema.is_ready(),
         "pool": pool,
+        "replica_pool": replica_pool,
         "metrics": {
             "calls": m.calls,
             "attempts": m.attempts,
@@ -134,6 +137,8 @@ async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
             "ambiguous_rerun_idempotent": m.ambiguous_rerun_idempotent,
             "ambiguous_unresolved": m.ambiguous_unresolved,
             "ambiguous_checked_by_key": m.ambiguous_checked_by_key,
+            "ambiguous_verified_committed": m.ambiguous_verified_committed,
+            "ambiguous_verified_not_committed": m.ambiguous_verified_not_committed,
             "stored_results_returned": m.stored_results_returned,
             "give_ups": m.give_ups,
             "budget_refusals": m.budget_refusals,

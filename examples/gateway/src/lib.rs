@@ -8,6 +8,13 @@
 //!   delete; bearer token required. [`store`] holds the transactions, [`errors`]
 //!   the error codes.
 //! * `/health/live`, `/health/ready`, `/health/status` — probes and pool status.
+//! * `/api/test/...` — routes only the resilience suite uses, served when
+//!   [`Config::test_endpoints`] is on ([`testing`]).
+//!
+//! [`resilience`] holds the thirteen cases of the resilience matrix (connection loss,
+//! pool, failover, transaction safety) as functions that start real PostgreSQL servers,
+//! inject the fault and return an observation; the tests and the `resilience` binary
+//! both run them.
 //!
 //! [`serve`] starts the whole application in-process and returns a [`Server`]
 //! handle, so tests and the resilience suite can run it against any database and
@@ -33,7 +40,9 @@ pub mod errors;
 mod health;
 mod local_db;
 pub mod model;
+pub mod resilience;
 pub mod store;
+pub mod testing;
 
 use std::fmt;
 use std::io;
@@ -45,7 +54,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use api::IDEMPOTENCY_KEY;
+pub use api::{CONSISTENCY, IDEMPOTENCY_KEY};
 pub use config::{Config, ConfigError, PoolSettings};
 
 use app::AppState;
@@ -193,6 +202,7 @@ pub async fn serve(config: Config) -> Result<Server, StartError> {
         db: db.clone(),
         token: BearerToken::new(token),
         schema: Arc::new(Schema::default()),
+        test_schema: Arc::new(Schema::default()),
     };
     // Best effort: with the database up the schema is ready before the first
     // request; with it down, requests and readiness probes retry the migration.
@@ -206,7 +216,7 @@ pub async fn serve(config: Config) -> Result<Server, StartError> {
     }
 
     let (shutdown, shutdown_requested) = oneshot::channel::<()>();
-    let router = app::router(state.clone());
+    let router = app::router(state.clone(), config.test_endpoints);
     let task = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
@@ -223,6 +233,9 @@ pub async fn serve(config: Config) -> Result<Server, StartError> {
         pool_timeout_ms = config.pool.pool_timeout.as_millis(),
         statement_timeout_ms = config.statement_timeout.map(|t| t.as_millis()),
         deadline_ms = config.deadline.as_millis(),
+        retries = config.retries,
+        read_replica = config.database_replica_url.is_some(),
+        test_endpoints = config.test_endpoints,
         "gateway listening"
     );
     Ok(Server {
@@ -235,15 +248,21 @@ pub async fn serve(config: Config) -> Result<Server, StartError> {
     })
 }
 
-/// The pool and the default policy every `#[retriable_tx]` call falls back to. The
-/// per-attempt timeout goes through the policy because the macro's `timeout` option
-/// takes only a literal.
+/// The pool (and the replica's, with the same settings) and the default policy every
+/// `#[retriable_tx]` call falls back to. The per-attempt timeout goes through the
+/// policy because the macro's `timeout` option takes only a literal.
 async fn open_db(config: &Config, url: &str) -> Result<Db, StartError> {
-    let mut policy = Policy::default().deadline(config.deadline);
+    let mut policy = Policy::default()
+        .deadline(config.deadline)
+        .retries(config.retries);
     if let Some(timeout) = config.statement_timeout {
         policy = policy.timeout(timeout);
     }
-    Db::builder(url)
+    let mut builder = Db::builder(url);
+    if let Some(replica) = &config.database_replica_url {
+        builder = builder.read_replica(replica.clone());
+    }
+    builder
         .max_size(config.pool.max_size)
         .min_idle(config.pool.min_idle)
         .pool_timeout(config.pool.pool_timeout)

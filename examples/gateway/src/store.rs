@@ -231,9 +231,14 @@ impl Schema {
         migrate(db).await?;
         // The idempotency table would otherwise be created by the first keyed call.
         db.migrate().await?;
-        if !self.ready.swap(true, Ordering::AcqRel) {
+        if self.mark_ready() {
             tracing::info!("database schema is ready");
         }
         Ok(())
+    }
+
+    /// Records that a migration succeeded; `true` the first time.
+    pub(crate) fn mark_ready(&self) -> bool {
+        !self.ready.swap(true, Ordering::AcqRel)
     }
 }

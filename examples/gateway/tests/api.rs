@@ -1,9 +1,10 @@
 //! The gateway over real HTTP against a real PostgreSQL server: authentication, the
-//! CRUD routes and their error codes, idempotent creates, and readiness and API
-//! answers through a database shutdown and restart (matrix case CL-01).
+//! CRUD routes and their error codes, idempotent creates, a start while the database
+//! is down, read-your-writes, and the test routes being off by default. The resilience
+//! matrix's thirteen cases are in `resilience.rs`.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gateway::{Config, Server};
 use resilient_tx_testkit::{PgCluster, init_tracing};
@@ -526,100 +527,6 @@ async fn same_idempotency_key_returns_the_first_result_and_one_row() {
     .await;
 }
 
-/// Matrix case CL-01: the database is shut down, then started again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cl_01_database_shutdown_gives_503_then_recovers_without_restart() {
-    within(async {
-        let app = App::start().await;
-
-        let ready = app.get("/health/ready").await;
-        assert_eq!(ready.status, 200, "{ready:?}");
-        assert_eq!(ready.body["status"], "ready");
-        assert_eq!(ready.body["role"], "primary");
-        assert!(ready.body["latency_ms"].as_f64().is_some(), "{ready:?}");
-        assert_eq!(ready.body["pool"]["max_size"], 15);
-        let before = app.create("before-outage", "http://a").await;
-
-        app.cluster.stop_fast().await.expect("stop the server");
-
-        let live = app.get("/health/live").await;
-        assert_eq!(live.status, 200, "alive while the database is down");
-
-        let started = Instant::now();
-        let not_ready = app.get("/health/ready").await;
-        assert_eq!(not_ready.status, 503, "{not_ready:?}");
-        assert_eq!(not_ready.body["status"], "unavailable");
-        not_ready.assert_error(503, "database_unavailable");
-        assert!(not_ready.retry_after().is_some(), "{not_ready:?}");
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "the probe is bounded: {:?}",
-            started.elapsed()
-        );
-
-        let requests = [
-            ("list", app.request(reqwest::Method::GET, "/api/servers")),
-            (
-                "create",
-                app.request(reqwest::Method::POST, "/api/servers")
-                    .json(&json!({ "name": "during", "url": "http://b" })),
-            ),
-        ];
-        for (what, request) in requests {
-            let started = Instant::now();
-            let reply = app.send(request).await;
-            let took = started.elapsed();
-            reply.assert_error(503, "database_unavailable");
-            assert_eq!(reply.body["error"]["retryable"], true, "{what}");
-            assert!(
-                reply.retry_after().is_some_and(|s| s > 0),
-                "{what}: Retry-After: {reply:?}"
-            );
-            assert!(
-                took < DEADLINE + Duration::from_secs(3),
-                "{what} answered within the deadline, not after {took:?}"
-            );
-        }
-
-        app.cluster.start_again().await.expect("start the server");
-
-        // The next probe may still find the pool refilling; it must turn 200 quickly
-        // and without a restart of the app.
-        let mut probes = 0;
-        let ready = loop {
-            probes += 1;
-            let reply = app.get("/health/ready").await;
-            if reply.status == 200 || probes == 20 {
-                break reply;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        };
-        assert_eq!(
-            ready.status, 200,
-            "ready again after {probes} probes: {ready:?}"
-        );
-        // The matrix asks health to reflect reality within one probe; one more is
-        // allowed for a loaded test machine.
-        assert!(probes <= 2, "ready took {probes} probes after the restart");
-
-        let list = app.get("/api/servers").await;
-        assert_eq!(list.status, 200, "{list:?}");
-        assert_eq!(
-            list.body,
-            json!([before]),
-            "the write before the outage is there, the refused one is not"
-        );
-        let after = app.create("after-outage", "http://c").await;
-        assert!(after["id"].as_i64() > before["id"].as_i64());
-        assert!(
-            app.server.db().metrics().connect_failures > 0,
-            "the same Db saw the outage and recovered"
-        );
-        app.finish().await;
-    })
-    .await;
-}
-
 /// The gateway must start while its database is down, and create its schema when the
 /// database appears, without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -636,9 +543,10 @@ async fn starts_while_the_database_is_down_and_migrates_when_it_comes_back() {
 
         let ready = app.get("/health/ready").await;
         ready.assert_error(503, "database_unavailable");
-        app.get("/api/servers")
-            .await
-            .assert_error(503, "database_unavailable");
+        assert!(ready.retry_after().is_some(), "{ready:?}");
+        let list = app.get("/api/servers").await;
+        list.assert_error(503, "database_unavailable");
+        assert!(list.retry_after().is_some_and(|s| s > 0), "{list:?}");
         let status = app.get("/health/status").await;
         assert_eq!(status.status, 200);
         assert_eq!(status.body["schema_ready"], false, "{status:?}");
@@ -657,6 +565,58 @@ async fn starts_while_the_database_is_down_and_migrates_when_it_comes_back() {
         assert_eq!(app.get("/health/ready").await.status, 200);
         let status = app.get("/health/status").await;
         assert_eq!(status.body["schema_ready"], true, "{status:?}");
+        app.finish().await;
+    })
+    .await;
+}
+
+/// The suite's routes exist only with `test_endpoints` on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_routes_are_off_by_default() {
+    within(async {
+        let app = App::start().await;
+        app.post("/api/test/sleep", json!({ "seconds": 0.1 }))
+            .await
+            .assert_error(404, "not_found");
+        app.get("/api/test/accounts")
+            .await
+            .assert_error(404, "not_found");
+        app.finish().await;
+    })
+    .await;
+}
+
+/// Without a replica every read is strong; the option is still validated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistency_is_strong_or_eventual() {
+    within(async {
+        let app = App::start().await;
+        let created = app.create("alpha", "http://a").await;
+        for path in [
+            "/api/servers?consistency=strong".to_owned(),
+            "/api/servers?name=alpha&consistency=eventual".to_owned(),
+            format!("/api/servers/{}?consistency=strong", created["id"]),
+        ] {
+            let reply = app.get(&path).await;
+            assert_eq!(reply.status, 200, "{path}: {reply:?}");
+        }
+        let header = app
+            .send(
+                app.request(reqwest::Method::GET, "/api/servers")
+                    .header("Consistency", "Strong"),
+            )
+            .await;
+        assert_eq!(header.status, 200, "{header:?}");
+        assert_eq!(names(&header.body), ["alpha"]);
+        app.get("/api/servers?consistency=sometimes")
+            .await
+            .assert_error(400, "invalid_request");
+        app.send(
+            app.request(reqwest::Method::GET, "/api/servers")
+                .header("Consistency", "maybe"),
+        )
+        .await
+        .assert_error(400, "invalid_request");
         app.finish().await;
     })
     .await;
