@@ -241,8 +241,8 @@ impl Framer {
     fn parse_header(&mut self, handshake: &Handshake) -> bool {
         let (tag, length) = match self.phase {
             Phase::Untagged => {
-                let length = u32::from_be_bytes(self.header[0..4].try_into().unwrap()) as usize;
-                self.code = u32::from_be_bytes(self.header[4..8].try_into().unwrap());
+                let length = be_u32(&self.header, 0) as usize;
+                self.code = be_u32(&self.header, 4);
                 if !(8..=MAX_UNTAGGED_LEN).contains(&length) {
                     self.give_up(handshake);
                     return false;
@@ -250,7 +250,7 @@ impl Framer {
                 (0, length - 8)
             }
             _ => {
-                let length = u32::from_be_bytes(self.header[1..5].try_into().unwrap()) as usize;
+                let length = be_u32(&self.header, 1) as usize;
                 if length < 4 {
                     self.give_up(handshake);
                     return false;
@@ -330,6 +330,12 @@ pub(crate) fn is_commit(text: &[u8]) -> bool {
     }
     matches!(first.as_deref(), Some("commit" | "end"))
         && matches!(second.as_deref(), None | Some("work" | "transaction"))
+}
+
+/// The big-endian `u32` at `at` in a message header (the header buffer always holds
+/// the bytes asked for: its length is fixed by the framing phase).
+fn be_u32(header: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
 }
 
 #[cfg(test)]
