@@ -607,27 +607,7 @@ impl ServerTap {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tagged(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut message = vec![tag];
-        message.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-        message.extend_from_slice(body);
-        message
-    }
-
-    fn query(text: &str) -> Vec<u8> {
-        let mut body = text.as_bytes().to_vec();
-        body.push(0);
-        tagged(b'Q', &body)
-    }
-
-    fn startup() -> Vec<u8> {
-        let body = b"user\0postgres\0\0";
-        let mut message = (body.len() as u32 + 8).to_be_bytes().to_vec();
-        message.extend_from_slice(&196_608u32.to_be_bytes());
-        message.extend_from_slice(body);
-        message
-    }
+    use crate::protocol::wire::{query, startup, tagged};
 
     /// A tap past the start-up phase, with `cuts`.
     fn tap(cuts: &Arc<Cuts>) -> (ClientTap, ServerTap) {

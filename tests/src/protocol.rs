@@ -338,33 +338,42 @@ fn be_u32(header: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
 }
 
+/// Wire messages built by hand, for the framing and cutting unit tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tagged(tag: u8, body: &[u8]) -> Vec<u8> {
+pub(crate) mod wire {
+    /// A tagged message: tag, length, body.
+    pub(crate) fn tagged(tag: u8, body: &[u8]) -> Vec<u8> {
         let mut message = vec![tag];
         message.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
         message.extend_from_slice(body);
         message
     }
 
-    fn query(text: &str) -> Vec<u8> {
+    /// A simple query.
+    pub(crate) fn query(text: &str) -> Vec<u8> {
         let mut body = text.as_bytes().to_vec();
         body.push(0);
         tagged(b'Q', &body)
     }
 
-    fn untagged(code: u32, body: &[u8]) -> Vec<u8> {
+    /// An untagged start-up phase message: length, code, body.
+    pub(crate) fn untagged(code: u32, body: &[u8]) -> Vec<u8> {
         let mut message = (body.len() as u32 + 8).to_be_bytes().to_vec();
         message.extend_from_slice(&code.to_be_bytes());
         message.extend_from_slice(body);
         message
     }
 
-    fn startup() -> Vec<u8> {
+    /// A protocol 3.0 startup message for user postgres.
+    pub(crate) fn startup() -> Vec<u8> {
         untagged(196_608, b"user\0postgres\0\0")
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wire::*;
+    use super::*;
 
     /// Frames `stream` fed in chunks of `size` bytes; returns the kinds of the
     /// complete messages and their end offsets in the whole stream.

@@ -4,27 +4,15 @@
 use std::time::Duration;
 
 use resilient_tx_testkit::{FaultProxy, PgCluster};
-use serde_json::Value;
 use tokio::time::Instant;
 
 use super::harness::{
-    App, CaseResult, Recorder, Reply, backends, config, poll, registry, stop, tally,
+    App, CaseResult, Recorder, Reply, backends, config, names, poll, registry, stop, tally,
 };
 use super::secs;
 
 /// Margin allowed above a deadline for an answer to come back on a loaded machine.
 const MARGIN: Duration = Duration::from_secs(3);
-
-fn names(list: &Value) -> Vec<String> {
-    list.as_array()
-        .map(|servers| {
-            servers
-                .iter()
-                .filter_map(|s| s["name"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// Sends `/health/ready` every 250 ms until it answers 200; how many probes it took.
 async fn probes_until_ready(app: &App, most: u32) -> (u32, Reply) {
@@ -105,12 +93,7 @@ pub(super) async fn database_shutdown(rec: &Recorder) -> CaseResult {
             ready.brief()
         ),
     );
-    let http = app.http.clone();
-    let api_back = poll(Duration::from_secs(30), Duration::from_millis(50), || {
-        let http = http.clone();
-        async move { http.get("/api/servers").await.status == 200 }
-    })
-    .await;
+    let api_back = app.wait_api().await;
     rec.check(
         api_back.is_some(),
         "GET /api/servers answers 200 again without a restart of the gateway",
@@ -196,12 +179,7 @@ pub(super) async fn network_partition(rec: &Recorder) -> CaseResult {
     rec.step("healing the partition");
     proxy.pass();
     let healed = Instant::now();
-    let http = app.http.clone();
-    let back = poll(Duration::from_secs(30), Duration::from_millis(50), || {
-        let http = http.clone();
-        async move { http.get("/api/servers").await.status == 200 }
-    })
-    .await;
+    let back = app.wait_api().await;
     rec.check(
         back.is_some(),
         "GET /api/servers answers 200 after the heal",
@@ -467,12 +445,7 @@ pub(super) async fn slow_network(rec: &Recorder) -> CaseResult {
     rec.step("latency removed");
     proxy.pass();
     let healed = Instant::now();
-    let http = app.http.clone();
-    let back = poll(Duration::from_secs(30), Duration::from_millis(50), || {
-        let http = http.clone();
-        async move { http.get("/api/servers").await.status == 200 }
-    })
-    .await;
+    let back = app.wait_api().await;
     rec.check(
         back.is_some(),
         "requests succeed again once the latency goes",

@@ -4,25 +4,13 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use resilient_tx_testkit::{FaultProxy, PgCluster};
-use serde_json::Value;
 use tokio::time::Instant;
 
 use super::harness::{
     App, CaseError, CaseResult, Recorder, Reply, WriteRecord, Writer, check_writes, config,
-    multi_host_url, poll, registry, stop, tally,
+    multi_host_url, names, poll, registry, stop, tally,
 };
 use super::secs;
-
-fn names(list: &Value) -> Vec<String> {
-    list.as_array()
-        .map(|servers| {
-            servers
-                .iter()
-                .filter_map(|s| s["name"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// The first write acknowledged after `after`: how long after it.
 fn first_ack_after(records: &[WriteRecord], after: Instant) -> Option<Duration> {

@@ -157,7 +157,29 @@ pub(crate) struct App {
     pub(crate) min_idle: u32,
 }
 
+/// The `name`s of a server list answer.
+pub(crate) fn names(list: &Value) -> Vec<String> {
+    list.as_array()
+        .map(|servers| {
+            servers
+                .iter()
+                .filter_map(|s| s["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl App {
+    /// Polls `GET /api/servers` until it answers 200 (up to 30 s); how long it took.
+    pub(crate) async fn wait_api(&self) -> Option<Duration> {
+        let http = self.http.clone();
+        poll(Duration::from_secs(30), Duration::from_millis(50), || {
+            let http = http.clone();
+            async move { http.get("/api/servers").await.status == 200 }
+        })
+        .await
+    }
+
     pub(crate) async fn start(config: Config) -> Result<App, CaseError> {
         let application_name = config.application_name.clone();
         let min_idle = config.pool.min_idle;
