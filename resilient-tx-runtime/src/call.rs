@@ -26,7 +26,7 @@ use crate::error::{AsTxError, TxError};
 use crate::policy::{CallOptions, Policy};
 use crate::pool::Pooled;
 use crate::tx::Tx;
-use crate::verification::{Verdict, new_marker};
+use crate::verification::{CommitVerification, Evidence, Verdict};
 
 /// Lock timeouts (55P03) are retried at most this often: a lock held that long is
 /// rarely released by the next try.
@@ -57,8 +57,8 @@ pub struct Call<'db> {
     span: Span,
     attempt_span: Span,
     key: Option<String>,
-    /// This call writes a commit marker (decided once the key is known).
-    verify: bool,
+    /// How this call verifies an ambiguous COMMIT (decided once the key is known).
+    verification: CommitVerification,
     /// The current attempt runs on the replica.
     on_replica: bool,
     /// Attempts in a row that met silence (a connect or a round trip that never
@@ -92,7 +92,7 @@ impl<'db> Call<'db> {
             attempt_span: Span::none(),
             span,
             key: None,
-            verify: false,
+            verification: CommitVerification::Off,
             on_replica: false,
             silent_attempts: 0,
         }
@@ -102,7 +102,7 @@ impl<'db> Call<'db> {
     /// travel with the first statement. Failures to get a connection are retried here.
     pub async fn begin(&mut self) -> Result<Tx<'db>, TxError> {
         if self.attempt == 0 {
-            self.verify = self.wants_verification().await;
+            self.verification = self.wants_verification().await;
         }
         loop {
             self.attempt += 1;
@@ -128,6 +128,7 @@ impl<'db> Call<'db> {
                         conn,
                         self.begin_sql.clone(),
                         self.policy.read_only,
+                        self.verification == CommitVerification::TransactionId,
                         attempt_deadline,
                         timer,
                     ));
@@ -179,12 +180,16 @@ impl<'db> Call<'db> {
     {
         match result {
             Ok(value) => {
-                let marker = self.verify.then(new_marker);
+                let marker = self.verification.marker();
                 let insert = self.db.marker_table().insert.as_str();
                 let committed = tx
                     .commit(marker.as_deref().map(|m| (insert, m)))
                     .instrument(self.attempt_span.clone())
                     .await;
+                let evidence = match marker {
+                    Some(marker) => Some(Evidence::Marker(marker)),
+                    None => tx.xact_identity().map(Evidence::Xact),
+                };
                 // The connection goes back to the pool before any backoff.
                 drop(tx);
                 match committed {
@@ -193,9 +198,9 @@ impl<'db> Call<'db> {
                         ControlFlow::Break(Ok(value))
                     }
                     Err(error) => {
-                        let error = match (error.failure(), &marker) {
-                            (Failure::CommitUnknown, Some(marker)) => {
-                                match self.settle_ambiguous(error, marker).await {
+                        let error = match (error.failure(), &evidence) {
+                            (Failure::CommitUnknown, Some(evidence)) => {
+                                match self.settle_ambiguous(error, evidence).await {
                                     Ok(()) => return ControlFlow::Break(Ok(value)),
                                     Err(error) => error,
                                 }
@@ -227,12 +232,16 @@ impl<'db> Call<'db> {
         }
     }
 
-    /// Verifies an ambiguous COMMIT by its marker: `Ok` when it committed; otherwise
-    /// the error to go on with (retriable when it did not commit).
-    async fn settle_ambiguous(&mut self, error: TxError, marker: &str) -> Result<(), TxError> {
+    /// Verifies an ambiguous COMMIT: `Ok` when it committed; otherwise the error to go
+    /// on with (retriable when it did not commit).
+    async fn settle_ambiguous(
+        &mut self,
+        error: TxError,
+        evidence: &Evidence,
+    ) -> Result<(), TxError> {
         let counters = self.db.counters();
         let verdict = self
-            .verify_commit(marker)
+            .verify_commit(evidence)
             .instrument(self.attempt_span.clone())
             .await;
         tracing::info!(parent: &self.attempt_span, function = self.name, verdict = ?verdict,
@@ -378,25 +387,25 @@ impl<'db> Call<'db> {
         true
     }
 
-    /// Whether this call writes a commit marker: not when a key or `idempotent`
-    /// already settles an ambiguous COMMIT, nor for read-only work, nor when the
+    /// How this call verifies an ambiguous COMMIT: not at all when a key or
+    /// `idempotent` already settles it, nor for read-only work, nor by marker when the
     /// marker table cannot be created (then an ambiguous COMMIT is `CommitUnknown`).
-    async fn wants_verification(&self) -> bool {
-        if !self.db.commit_verification()
-            || self.key.is_some()
-            || self.policy.idempotent
-            || self.policy.read_only
-        {
-            return false;
+    async fn wants_verification(&self) -> CommitVerification {
+        let verification = self.db.commit_verification();
+        if self.key.is_some() || self.policy.idempotent || self.policy.read_only {
+            return CommitVerification::Off;
+        }
+        if verification != CommitVerification::MarkerRow {
+            return verification;
         }
         match self.db.migrate().await {
-            Ok(()) => true,
+            Ok(()) => verification,
             Err(error) => {
                 // Not cached: a database that is down now may let the next call create
                 // the table. Each later call tries again.
                 tracing::warn!(function = self.name, error = %error,
                     "commit verification is unavailable for this call: the marker table could not be created");
-                false
+                CommitVerification::Off
             }
         }
     }
@@ -427,7 +436,7 @@ impl<'db> Call<'db> {
 
     fn committed(&self) {
         let commits = self.db.counters().commit();
-        if self.verify && commits % MARKER_PURGE_EVERY == 0 {
+        if self.verification == CommitVerification::MarkerRow && commits % MARKER_PURGE_EVERY == 0 {
             // Markers matter only until their call returns; keep the table small
             // without a background task of its own.
             let db = self.db.clone();

@@ -6,6 +6,8 @@ use std::time::Instant;
 
 use tokio_postgres::{Client, Statement};
 
+use crate::xact_status::Backend;
+
 /// How many prepared statements one connection keeps. Applications run a bounded set
 /// of statements; the cap only guards against SQL built with inlined values.
 const STATEMENT_CACHE_CAPACITY: usize = 512;
@@ -21,6 +23,9 @@ pub(crate) struct PgConnection {
     /// When this connection last proved it works; a connection older than the pool's
     /// last sign of trouble is checked before use.
     pub(crate) verified_at: Instant,
+    /// The server backend behind this connection, noted by the first BEGIN that
+    /// verification by transaction status needs.
+    pub(crate) backend: Option<Backend>,
 }
 
 impl PgConnection {
@@ -30,6 +35,7 @@ impl PgConnection {
             statements: HashMap::new(),
             broken: false,
             verified_at: Instant::now(),
+            backend: None,
         }
     }
 

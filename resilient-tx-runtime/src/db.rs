@@ -18,7 +18,8 @@ use crate::policy::Policy;
 use crate::pool::Pool;
 use crate::status::PoolStatus;
 use crate::tx::Tx;
-use crate::verification::{DEFAULT_MARKER_TABLE, MarkerTable};
+use crate::marker::{DEFAULT_MARKER_TABLE, MarkerTable};
+use crate::verification::CommitVerification;
 
 /// The future a [`Db::transaction_boxed`] body returns.
 pub type BoxedBody<'t, T, E> =
@@ -42,7 +43,7 @@ struct DbInner {
     health_timeout: Duration,
     key_table: KeyTable,
     marker_table: MarkerTable,
-    commit_verification: bool,
+    commit_verification: CommitVerification,
     idempotency_ready: tokio::sync::OnceCell<()>,
 }
 
@@ -194,8 +195,8 @@ impl Db {
         &self.inner.marker_table
     }
 
-    /// Whether calls without a key verify an ambiguous COMMIT by their marker.
-    pub fn commit_verification(&self) -> bool {
+    /// How calls without a key, not `idempotent`, verify an ambiguous COMMIT.
+    pub fn commit_verification(&self) -> CommitVerification {
         self.inner.commit_verification
     }
 
@@ -234,7 +235,7 @@ pub struct DbBuilder {
     retry_budget: RetryBudgetConfig,
     idempotency_table: String,
     commit_marker_table: String,
-    commit_verification: bool,
+    commit_verification: CommitVerification,
     replica_url: Option<String>,
 }
 
@@ -316,7 +317,7 @@ impl DbBuilder {
             retry_budget: RetryBudgetConfig::default(),
             idempotency_table: DEFAULT_TABLE.to_owned(),
             commit_marker_table: DEFAULT_MARKER_TABLE.to_owned(),
-            commit_verification: true,
+            commit_verification: CommitVerification::default(),
             replica_url: None,
         }
     }
@@ -404,12 +405,13 @@ impl DbBuilder {
         self
     }
 
-    /// Whether a call without an idempotency key, not marked `idempotent`, writes a
-    /// marker with its transaction so that a COMMIT whose reply was lost can be
-    /// verified (default on). Off, such a call returns `CommitUnknown` instead. The
-    /// marker rides with COMMIT: it costs no round trip, only the insert of one row.
-    pub fn commit_verification(mut self, on: bool) -> Self {
-        self.commit_verification = on;
+    /// How a call without an idempotency key, not marked `idempotent`, settles a
+    /// COMMIT whose reply was lost: by its transaction's status (the default, free),
+    /// by a marker row (settles a COMMIT that survived a crash or failover too, for
+    /// one more row per transaction), or not at all (`CommitUnknown`). See
+    /// [`CommitVerification`].
+    pub fn commit_verification(mut self, verification: CommitVerification) -> Self {
+        self.commit_verification = verification;
         self
     }
 

@@ -18,12 +18,14 @@ mod health;
 mod hosts;
 mod idempotency;
 mod manager;
+mod marker;
 mod metrics;
 mod policy;
 mod pool;
 mod status;
 mod tx;
 mod verification;
+mod xact_status;
 
 #[doc(hidden)]
 pub mod __private;
@@ -36,6 +38,7 @@ pub use metrics::Metrics;
 pub use policy::{Isolation, Policy};
 pub use status::PoolStatus;
 pub use tx::{Params, QueryRef, Tx, TxStatement};
+pub use verification::CommitVerification;
 
 /// tokio-postgres, whose row and parameter types `Tx` uses.
 pub use tokio_postgres;

@@ -1,5 +1,6 @@
 //! `Tx`: the transaction handed to a body. It sends BEGIN together with the first
-//! statement, reuses prepared statements per connection, bounds every round trip by the
+//! statement (noting the transaction's id when commit verification needs it), reuses
+//! prepared statements per connection, bounds every round trip by the
 //! attempt's timer, and remembers any statement error so that COMMIT can never report
 //! success after an error the body swallowed.
 
@@ -11,11 +12,12 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use tokio::time::Instant;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row, Statement};
+use tokio_postgres::{Client, Row, SimpleQueryMessage, Statement};
 
 use crate::classify::{Failure, Phase, client_timeout, to_tx_error};
 use crate::error::TxError;
 use crate::pool::Pooled;
+use crate::xact_status::{NOTE_XID, NOTE_XID_AND_BACKEND, XactIdentity, parse_begin_reply};
 
 /// Something a [`Tx`] can run: SQL text (prepared once per connection and cached) or a
 /// statement prepared with [`Tx::prepare`].
@@ -81,6 +83,10 @@ pub struct Tx<'db> {
     /// BEGIN said READ ONLY: a 25006 is then the body's own write, not a demoted
     /// server.
     read_only: bool,
+    /// BEGIN also notes the transaction's id, for commit verification.
+    note_xid: bool,
+    /// The transaction's id, once BEGIN's reply told it.
+    xid: Option<u64>,
 }
 
 impl<'db> Tx<'db> {
@@ -88,12 +94,15 @@ impl<'db> Tx<'db> {
         conn: Pooled<'db>,
         begin: Arc<str>,
         read_only: bool,
+        note_xid: bool,
         deadline: Instant,
         timer: Duration,
     ) -> Self {
         Tx {
             conn,
             read_only,
+            note_xid,
+            xid: None,
             pending_begin: Some(begin),
             in_flight: false,
             finished: false,
@@ -162,10 +171,13 @@ impl<'db> Tx<'db> {
     pub async fn batch_execute(&mut self, sql: &str) -> Result<(), TxError> {
         self.usable()?;
         let begin = self.pending_begin.take();
+        let begin = begin.map(|sql| self.begin_sql(&sql));
         let client = &self.conn.client;
         let work = pipelined(client, begin.as_deref(), client.batch_execute(sql));
         let result = bounded(&mut self.in_flight, self.deadline, work).await;
-        self.settle(result)
+        let (reply, ()) = self.settle(result)?;
+        self.note(reply);
+        Ok(())
     }
 
     /// The shared path of every statement: get the prepared statement (cached per
@@ -182,6 +194,7 @@ impl<'db> Tx<'db> {
             QueryRef::Sql(sql) => self.conn.cached(sql).ok_or(sql),
             QueryRef::Prepared(statement) => Ok(statement.clone()),
         };
+        let begin = begin.map(|sql| self.begin_sql(&sql));
         let client = &self.conn.client;
         let work = async {
             let statement = match &known {
@@ -193,11 +206,40 @@ impl<'db> Tx<'db> {
         };
         let work = pipelined(client, begin.as_deref(), work);
         let result = bounded(&mut self.in_flight, self.deadline, work).await;
-        let (statement, output) = self.settle(result)?;
+        let (reply, (statement, output)) = self.settle(result)?;
+        self.note(reply);
         if let Err(sql) = known {
             self.conn.remember(sql, statement);
         }
         Ok(output)
+    }
+
+    /// The BEGIN to send: the call's, plus what verification by transaction status
+    /// needs to note (the backend only once per connection).
+    fn begin_sql(&self, begin: &str) -> String {
+        match (self.note_xid, &self.conn.backend) {
+            (false, _) => begin.to_owned(),
+            (true, Some(_)) => format!("{begin}{NOTE_XID}"),
+            (true, None) => format!("{begin}{NOTE_XID_AND_BACKEND}"),
+        }
+    }
+
+    /// Keeps what BEGIN's reply noted.
+    fn note(&mut self, reply: Option<Vec<SimpleQueryMessage>>) {
+        let Some(messages) = reply.filter(|_| self.note_xid) else {
+            return;
+        };
+        if let Some((xid, backend)) = parse_begin_reply(&messages) {
+            self.xid = Some(xid);
+            if let Some(backend) = backend {
+                self.conn.backend = Some(backend);
+            }
+        }
+    }
+
+    /// The transaction as verification finds it again, once BEGIN noted it.
+    pub(crate) fn xact_identity(&self) -> Option<XactIdentity> {
+        Some(XactIdentity::new(self.xid?, self.conn.backend.clone()?))
     }
 
     /// Sends COMMIT, preceded in the same flight by the commit marker's insert when
@@ -331,17 +373,17 @@ async fn bounded<F: Future>(
 /// Sends BEGIN and `work`'s first request back to back, so they share one round trip.
 /// tokio-postgres writes a request when its future is first polled, and `join` polls
 /// BEGIN first, so the server sees them in order.
+/// Returns BEGIN's reply along with `work`'s output.
 async fn pipelined<R>(
     client: &Client,
     begin: Option<&str>,
     work: impl Future<Output = Result<R, tokio_postgres::Error>>,
-) -> Result<R, tokio_postgres::Error> {
+) -> Result<(Option<Vec<SimpleQueryMessage>>, R), tokio_postgres::Error> {
     match begin {
-        None => work.await,
+        None => Ok((None, work.await?)),
         Some(sql) => {
-            let (begun, result) = futures_util::future::join(client.batch_execute(sql), work).await;
-            begun?;
-            result
+            let (begun, result) = futures_util::future::join(client.simple_query(sql), work).await;
+            Ok((Some(begun?), result?))
         }
     }
 }

@@ -1,43 +1,42 @@
-//! Automatic commit verification: a call without an idempotency key, not marked
-//! `idempotent`, writes a random marker in its own transaction, just before COMMIT. If
-//! the connection dies while COMMIT is in flight, a fresh connection settles the
-//! outcome by inserting the same marker:
+//! Automatic commit verification: how a call without an idempotency key, not marked
+//! `idempotent`, learns whether a COMMIT whose reply was lost took effect, so that it
+//! returns the body's result when it did and runs again when it did not, instead of
+//! guessing. Two methods, chosen per [`Db`](crate::Db) with
+//! [`DbBuilder::commit_verification`](crate::DbBuilder::commit_verification):
 //!
-//! * the insert conflicts with the original's marker: the original transaction
-//!   committed → the call succeeds;
-//! * the insert succeeds (or finds a marker an earlier probe wrote, flagged as such):
-//!   the original did not commit, and never can, since its own marker insert (which
-//!   precedes its COMMIT) would now conflict → the call retries;
-//! * the insert waits: the original transaction is still open; it is waited for (its
-//!   row lock decides) until the call's deadline, then the call gets `CommitUnknown`.
-//!
-//! This holds across a failover too: what counts is whether the marker is on the
-//! server that answers now. Transaction ids would not do, since a promoted replica can
-//! hand out again an id whose commit never reached it.
-
-use std::time::Duration;
-
-use tokio::time::Instant;
-use tokio_postgres::SimpleQueryMessage;
+//! * by transaction status ([`crate::xact_status`], the default): free in the
+//!   common case, it settles every ambiguous COMMIT except one that survived a crash
+//!   or failover of the server at that very moment;
+//! * by a marker row ([`crate::marker`]): settles that case too, for one more row
+//!   written per transaction.
 
 use crate::call::Call;
-use crate::db::Db;
-use crate::error::TxError;
+use crate::marker::new_marker;
+use crate::xact_status::XactIdentity;
 
-/// Where markers live unless the builder says otherwise.
-pub(crate) const DEFAULT_MARKER_TABLE: &str = "resilient_tx.commit_markers";
-
-/// One probe waits at most this long for the original transaction's row lock.
-const PROBE_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The marker table's SQL.
-#[derive(Debug, Clone)]
-pub(crate) struct MarkerTable {
-    name: String,
-    pub(crate) create: String,
-    /// The statement a transaction sends just before COMMIT, with the marker as `$1`.
-    pub(crate) insert: String,
-    purge: String,
+/// How calls without an idempotency key, not marked `idempotent`, settle a COMMIT
+/// whose reply was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum CommitVerification {
+    /// Note the transaction's id and the server's history with BEGIN (no extra
+    /// statement, no extra round trip); after a lost COMMIT reply, ask the server
+    /// for that transaction's status. An orphaned transaction still open on the
+    /// server (its client gone silent) is ended first, so the answer is final.
+    /// Settles every case except a COMMIT that survived a crash or failover of the
+    /// server in the same moment: transaction ids can be handed out again after
+    /// one, so a "committed" may belong to another transaction; that case is
+    /// `CommitUnknown`. Every transaction gets an id, so a call that only reads
+    /// should say `read_only`.
+    #[default]
+    TransactionId,
+    /// Insert a marker row with every transaction, just before COMMIT; after a lost
+    /// COMMIT reply, look for it on a fresh connection. Settles every case, across
+    /// any number of crashes and failovers, for one more row written (and later
+    /// purged) per transaction. Needs the marker table ([`Db::migrate`](crate::Db::migrate)).
+    MarkerRow,
+    /// No verification: a lost COMMIT reply is `CommitUnknown`.
+    Off,
 }
 
 /// What a verification found.
@@ -47,150 +46,32 @@ pub(crate) enum Verdict {
     Committed,
     /// It did not, and now cannot.
     NotCommitted,
-    /// No answer before the deadline.
+    /// No answer before the deadline, or none that can be trusted.
     Unknown,
 }
 
-impl MarkerTable {
-    pub(crate) fn new(name: &str) -> MarkerTable {
-        let schema = name
-            .split_once('.')
-            .map(|(schema, _)| format!("CREATE SCHEMA IF NOT EXISTS {schema};"))
-            .unwrap_or_default();
-        let index = name.replace('.', "_");
-        MarkerTable {
-            name: name.to_owned(),
-            create: format!(
-                "{schema}
-                 CREATE TABLE IF NOT EXISTS {name} (
-                     id uuid PRIMARY KEY,
-                     by_probe boolean NOT NULL DEFAULT false,
-                     created_at timestamptz NOT NULL DEFAULT now());
-                 CREATE INDEX IF NOT EXISTS {index}_created_at ON {name} (created_at);"
-            ),
-            insert: format!("INSERT INTO {name} (id) VALUES (($1::text)::uuid)"),
-            purge: format!(
-                "DELETE FROM {name} WHERE created_at < now() - ($1::int8 * interval '1 millisecond')"
-            ),
-        }
-    }
-
-    /// The probe: insert the same marker, flagged as the probe's, if absent, in a
-    /// transaction whose lock wait is bounded; then read whose marker is there. The
-    /// flag matters when a probe's own reply is lost: the next probe must not mistake
-    /// the marker the first one wrote for the original transaction's.
-    fn probe(&self, marker: &str, lock_timeout: Duration) -> String {
-        let name = &self.name;
-        format!(
-            "BEGIN; SET LOCAL lock_timeout = {}; \
-             INSERT INTO {name} (id, by_probe) VALUES ('{marker}'::uuid, true) ON CONFLICT DO NOTHING; \
-             SELECT by_probe FROM {name} WHERE id = '{marker}'::uuid; COMMIT",
-            lock_timeout.as_millis().max(1),
-        )
-    }
+/// What an attempt leaves behind to verify its COMMIT with.
+#[derive(Debug, Clone)]
+pub(crate) enum Evidence {
+    /// The transaction's id and where it ran.
+    Xact(XactIdentity),
+    /// The marker inserted with it.
+    Marker(String),
 }
 
-/// A fresh marker: 48 bits of milliseconds since the epoch, then 80 random bits.
-/// Time-ordered ids land at the right edge of the primary key's B-tree, which is far
-/// cheaper per insert than random positions all over it.
-pub(crate) fn new_marker() -> String {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    let random = rand::random::<u128>() & ((1u128 << 80) - 1);
-    format!("{:032x}", ((millis & ((1u128 << 48) - 1)) << 80) | random)
-}
-
-impl Db {
-    /// Deletes commit markers older than `older_than` (they matter only until the call
-    /// that wrote them has returned); returns how many. Calls purge markers older than
-    /// an hour by themselves from time to time.
-    pub async fn purge_commit_markers(&self, older_than: Duration) -> Result<u64, TxError> {
-        self.migrate().await?;
-        let sql = self.marker_table().purge.clone();
-        let millis = i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
-        self.purge(&sql, millis).await
+impl CommitVerification {
+    /// The marker for the next COMMIT, when this method writes one.
+    pub(crate) fn marker(self) -> Option<String> {
+        (self == CommitVerification::MarkerRow).then(new_marker)
     }
 }
 
 impl Call<'_> {
-    /// Settles an ambiguous COMMIT by its marker, retrying probes until the deadline.
-    pub(crate) async fn verify_commit(&self, marker: &str) -> Verdict {
-        let db = self.db();
-        let mut pause = Duration::from_millis(50);
-        loop {
-            let now = Instant::now();
-            let remaining = self.deadline().saturating_duration_since(now);
-            if remaining.is_zero() {
-                return Verdict::Unknown;
-            }
-            let bound = remaining.min(db.pool_timeout());
-            if let Ok(mut conn) = db.pool().acquire(bound).await {
-                let sql = db
-                    .marker_table()
-                    .probe(marker, PROBE_LOCK_TIMEOUT.min(remaining));
-                let answer = tokio::time::timeout(remaining, conn.client.simple_query(&sql)).await;
-                match answer {
-                    Ok(Ok(messages)) => {
-                        let by_probe = messages.iter().find_map(|m| match m {
-                            SimpleQueryMessage::Row(row) => row.get(0).map(|v| v == "t"),
-                            _ => None,
-                        });
-                        match by_probe {
-                            Some(false) => return Verdict::Committed,
-                            Some(true) => return Verdict::NotCommitted,
-                            // The row was just inserted or found: it cannot be missing.
-                            None => conn.broken = true,
-                        }
-                    }
-                    // A failed probe leaves its transaction aborted, a timed-out one
-                    // leaves a request in flight: either way, not for the pool.
-                    Ok(Err(e)) => {
-                        conn.broken = true;
-                        tracing::info!(error = %crate::classify::cause_of(&e), "commit verification probe failed; trying again");
-                    }
-                    Err(_) => conn.broken = true,
-                }
-            }
-            tokio::time::sleep(
-                pause.min(self.deadline().saturating_duration_since(Instant::now())),
-            )
-            .await;
-            pause = (pause * 2).min(Duration::from_secs(1));
+    /// Settles an ambiguous COMMIT by what the attempt left behind.
+    pub(crate) async fn verify_commit(&self, evidence: &Evidence) -> Verdict {
+        match evidence {
+            Evidence::Xact(identity) => self.verify_by_xact_status(identity).await,
+            Evidence::Marker(marker) => self.verify_by_marker(marker).await,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn markers_are_hex_unique_and_ordered_by_time() {
-        let (a, b) = (new_marker(), new_marker());
-        assert_eq!(a.len(), 32);
-        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
-        assert_ne!(a, b);
-        std::thread::sleep(Duration::from_millis(2));
-        let later = new_marker();
-        assert!(later > a, "{later} sorts after {a}");
-    }
-
-    #[test]
-    fn probe_inserts_the_same_marker_with_a_bounded_lock_wait() {
-        let table = MarkerTable::new("resilient_tx.commit_markers");
-        let probe = table.probe("ab12", Duration::from_millis(1500));
-        assert!(probe.contains("SET LOCAL lock_timeout = 1500"));
-        assert!(probe.contains("VALUES ('ab12'::uuid, true) ON CONFLICT DO NOTHING"));
-        assert!(
-            probe.contains(
-                "SELECT by_probe FROM resilient_tx.commit_markers WHERE id = 'ab12'::uuid"
-            )
-        );
-        assert_eq!(
-            table.insert,
-            "INSERT INTO resilient_tx.commit_markers (id) VALUES (($1::text)::uuid)"
-        );
     }
 }

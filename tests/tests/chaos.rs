@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use resilient_tx::{Db, ErrorKind, RetryBudgetConfig, Tx, TxError, retriable_tx};
+use resilient_tx::{
+    CommitVerification, Db, ErrorKind, RetryBudgetConfig, Tx, TxError, retriable_tx,
+};
 use resilient_tx_testkit::{
     CutCounts, CutPoint, CutRule, FaultProxy, PgCluster, RandomCuts, init_tracing,
 };
@@ -46,7 +48,7 @@ async fn setup(sql: &str) -> (PgCluster, FaultProxy) {
 
 /// A `Db` through the proxy, sized for chaos: the retry budget is out of the way
 /// (these tests are about correctness, not about shedding load during an outage).
-async fn chaos_db(url: &str, verification: bool) -> Db {
+async fn chaos_db(url: &str, verification: CommitVerification) -> Db {
     Db::builder(url)
         .max_size(TASKS as u32 + 2)
         .pool_timeout(Duration::from_secs(10))
@@ -189,7 +191,7 @@ async fn keyed_counter_survives_random_cuts_exactly_once() {
     let seed = seed(0x5eed_0001);
     bounded(Duration::from_secs(150), &format!("seed {seed}"), async {
         let (cluster, proxy) = setup(COUNTER).await;
-        let db = chaos_db(&cluster.url_via(&proxy), true).await;
+        let db = chaos_db(&cluster.url_via(&proxy), CommitVerification::default()).await;
         db.migrate().await.expect("idempotency table");
         let started = Instant::now();
         proxy.cut_randomly(RandomCuts::new(0.03, seed).commit_rate(0.12));
@@ -219,15 +221,12 @@ async fn keyed_counter_survives_random_cuts_exactly_once() {
     .await;
 }
 
-/// The same without keys: the runtime's automatic commit verification (a marker
-/// written in the transaction, looked for on a fresh connection) must settle every
-/// ambiguous COMMIT.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unkeyed_counter_survives_random_cuts_by_commit_verification() {
-    let seed = seed(0x5eed_0002);
+/// The same without keys: the runtime's automatic commit verification must settle
+/// every ambiguous COMMIT, by transaction status (the default) and by marker row.
+async fn unkeyed_counter_survives_random_cuts(verification: CommitVerification, seed: u64) {
     bounded(Duration::from_secs(150), &format!("seed {seed}"), async {
         let (cluster, proxy) = setup(COUNTER).await;
-        let db = chaos_db(&cluster.url_via(&proxy), true).await;
+        let db = chaos_db(&cluster.url_via(&proxy), verification).await;
         db.migrate().await.expect("runtime tables");
         let started = Instant::now();
         proxy.cut_randomly(RandomCuts::new(0.03, seed).commit_rate(0.12));
@@ -242,7 +241,7 @@ async fn unkeyed_counter_survives_random_cuts_by_commit_verification() {
         .await;
         proxy.stop_cutting();
         eprintln!(
-            "seed {seed}: {calls} unkeyed calls in {:?}",
+            "seed {seed}: {calls} unkeyed calls ({verification:?}) in {:?}",
             started.elapsed()
         );
         check_counter(&cluster, seed, &outcomes, proxy.cuts(), &db).await;
@@ -254,6 +253,17 @@ async fn unkeyed_counter_survives_random_cuts_by_commit_verification() {
         );
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unkeyed_counter_survives_random_cuts_by_transaction_status() {
+    unkeyed_counter_survives_random_cuts(CommitVerification::TransactionId, seed(0x5eed_0002))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unkeyed_counter_survives_random_cuts_by_marker_row() {
+    unkeyed_counter_survives_random_cuts(CommitVerification::MarkerRow, seed(0x5eed_0005)).await;
 }
 
 #[retriable_tx(isolation = serializable, deadline = "30s", retries = 20, timeout = "5s")]
@@ -313,7 +323,10 @@ async fn bank_transfers_apply_exactly_once_under_cuts_and_terminations() {
         .await;
         let cluster = Arc::new(cluster);
         let app = "chaos-bank";
-        let db = chaos_db(&with_app_name(&cluster.url_via(&proxy), app), true).await;
+        let db = chaos_db(
+            &with_app_name(&cluster.url_via(&proxy), app),
+            CommitVerification::default(),
+        ).await;
         db.migrate().await.expect("runtime tables");
 
         // Transfers are drawn up front from the seed.
@@ -473,7 +486,7 @@ const FLAGS_AND_EVENTS: &str = "
 async fn only_idempotent_functions_are_rerun_after_an_ambiguous_commit() {
     bounded(Duration::from_secs(90), "one-shot cuts", async {
         let (cluster, proxy) = setup(FLAGS_AND_EVENTS).await;
-        let db = chaos_db(&cluster.url_via(&proxy), false).await;
+        let db = chaos_db(&cluster.url_via(&proxy), CommitVerification::Off).await;
 
         let runs = AtomicU32::new(0);
         proxy.cut_next(CutPoint::AfterCommitBeforeReply);
@@ -520,7 +533,7 @@ async fn only_idempotent_functions_are_rerun_after_an_ambiguous_commit() {
 async fn verification_settles_both_outcomes_of_an_ambiguous_commit() {
     bounded(Duration::from_secs(90), "one-shot cuts", async {
         let (cluster, proxy) = setup(FLAGS_AND_EVENTS).await;
-        let db = chaos_db(&cluster.url_via(&proxy), true).await;
+        let db = chaos_db(&cluster.url_via(&proxy), CommitVerification::default()).await;
         db.migrate().await.expect("runtime tables");
 
         let runs = AtomicU32::new(0);
@@ -554,22 +567,21 @@ async fn verification_settles_both_outcomes_of_an_ambiguous_commit() {
     .await;
 }
 
-/// The verification probe itself can lose its reply after it committed. The call's
-/// COMMIT is dropped (the transaction did NOT commit); the probe, which inserts the
-/// call's marker to find out, is executed and committed by the server but its reply
-/// is cut. A second probe then finds the marker the first probe wrote: it must not
-/// take that for the call's own commit.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verification_is_not_fooled_by_its_own_lost_probe() {
+/// The verification probe itself can lose its reply after the server ran it. The
+/// call's COMMIT is dropped (the transaction did NOT commit); the probe's reply is
+/// cut. With marker rows this is the dangerous case: the probe inserted the call's
+/// marker, and a second probe must not take that for the call's own commit. By
+/// transaction status the probe writes nothing, and the next one must still get it
+/// right.
+async fn verification_survives_its_own_lost_probe(verification: CommitVerification, probe: &str) {
     bounded(Duration::from_secs(90), "one-shot cuts", async {
         let (cluster, proxy) = setup(FLAGS_AND_EVENTS).await;
-        let db = chaos_db(&cluster.url_via(&proxy), true).await;
+        let db = chaos_db(&cluster.url_via(&proxy), verification).await;
         db.migrate().await.expect("runtime tables");
 
         let runs = AtomicU32::new(0);
         // The probe is recognised by its text (runtime-internal SQL: if it
         // changes, the rule below never fires and the test says so).
-        let probe = "ON CONFLICT DO NOTHING";
         proxy.cut_once([
             CutRule::at(CutPoint::BeforeCommit),
             CutRule::at(CutPoint::AfterStatementBeforeReply).matching(probe),
@@ -599,4 +611,16 @@ async fn verification_is_not_fooled_by_its_own_lost_probe() {
         }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marker_verification_is_not_fooled_by_its_own_lost_probe() {
+    verification_survives_its_own_lost_probe(CommitVerification::MarkerRow, "ON CONFLICT DO NOTHING")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_verification_survives_its_own_lost_probe() {
+    verification_survives_its_own_lost_probe(CommitVerification::TransactionId, "pg_xact_status")
+        .await;
 }

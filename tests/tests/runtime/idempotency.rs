@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use resilient_tx::{ErrorKind, Tx, TxError, retriable_tx};
+use resilient_tx::{CommitVerification, ErrorKind, Tx, TxError, retriable_tx};
 
 use crate::common::{cluster, db, exec, scalar, with_app_name};
 
@@ -198,7 +198,7 @@ async fn without_verification_a_lost_commit_is_commit_unknown_and_never_rerun() 
     let cluster = cluster().await;
     slow_commit_schema(&cluster).await;
     let db = resilient_tx::Db::builder(&with_app_name(&cluster.url(), "payer"))
-        .commit_verification(false)
+        .commit_verification(CommitVerification::Off)
         .build()
         .await
         .expect("config");
@@ -222,7 +222,7 @@ async fn without_verification_a_lost_commit_is_commit_unknown_and_never_rerun() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_commit_is_verified_by_its_marker_and_retried_once_found_not_applied() {
+async fn a_lost_commit_is_verified_and_retried_once_found_not_applied() {
     let cluster = cluster().await;
     slow_commit_schema(&cluster).await;
     let db = db(&with_app_name(&cluster.url(), "payer")).await;

@@ -1,0 +1,317 @@
+//! Commit verification by transaction status ([`CommitVerification::TransactionId`],
+//! the default).
+//!
+//! BEGIN travels with `SELECT pg_current_xact_id()`: the transaction's 64-bit id `X`,
+//! known to the client before COMMIT is ever sent, at the cost of a function call in a
+//! round trip that happens anyway. The first transaction of a connection also notes
+//! where it runs: the backend's pid and the server's *history* — system identifier,
+//! postmaster start time, timeline, and where its last crash recovery ended (none of
+//! them can change while the connection lives: a primary's backend dies with any
+//! restart, crash or promotion).
+//!
+//! After a lost COMMIT reply, a fresh connection reads the server's history again and
+//! `pg_xact_status(X)`:
+//!
+//! * **Same history**: nothing since BEGIN could have handed `X` out again (ids are
+//!   reused only when a recovery loses the WAL that assigned them, and every recovery
+//!   changes the history: a restart the start time, a promotion the timeline, a crash
+//!   recovery the point it ended at, which lies past the checkpoint the previous one
+//!   wrote). The status is the truth: `committed` → the call succeeds; `aborted` →
+//!   it retries; `in progress` → the original backend is still there (the client went
+//!   silent before the server noticed): after a short grace it is terminated
+//!   (matched by pid *and* transaction id, so no other session is touched), and the
+//!   status then read is final.
+//! * **Another history of the same cluster** (restart, crash, failover since BEGIN):
+//!   if our commit survived, its record carried `X` into the new history and the
+//!   status says `committed`. So anything else (`aborted`, `in progress` — no backend
+//!   of ours survived —, or an id "in the future") means it did not commit: retry.
+//!   But `committed` may also be another transaction that got `X` after the WAL that
+//!   assigned it was lost, so it proves nothing: `CommitUnknown`.
+//! * **Another cluster**: nothing can be said: `CommitUnknown`.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::call::Call;
+use crate::classify::cause_of;
+use crate::verification::Verdict;
+#[cfg(doc)]
+use crate::verification::CommitVerification;
+
+/// Appended to BEGIN: the transaction's id.
+pub(crate) const NOTE_XID: &str = "; SELECT pg_current_xact_id()::text";
+
+/// Appended to a connection's first BEGIN: the id, the backend, the server's history.
+pub(crate) const NOTE_XID_AND_BACKEND: &str = "; SELECT pg_current_xact_id()::text, \
+     pg_backend_pid()::text, (pg_control_system()).system_identifier::text, \
+     pg_postmaster_start_time()::text, substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8), \
+     pg_last_wal_replay_lsn()::text";
+
+/// The history of the server a verifying connection reached (its timeline cannot be
+/// read during recovery, where the verification cannot run anyway).
+const HISTORY_NOW: &str = "SELECT pg_is_in_recovery()::text, \
+     (pg_control_system()).system_identifier::text, pg_postmaster_start_time()::text, \
+     CASE WHEN pg_is_in_recovery() THEN '' \
+          ELSE substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8) END, \
+     pg_last_wal_replay_lsn()::text";
+
+/// How long an original transaction still open on the server is waited for before
+/// its backend is terminated: long enough for a COMMIT that is merely slow.
+const ORPHAN_GRACE: Duration = Duration::from_secs(1);
+
+/// How long terminating the original backend may wait for it to exit.
+const TERMINATE_WAIT_MS: u32 = 1000;
+
+/// The stretch of a server's history in which transaction ids cannot repeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ServerHistory {
+    system_identifier: String,
+    postmaster_start: String,
+    timeline: String,
+    /// Where the last crash recovery of this postmaster ended, if any.
+    recovered_to: Option<String>,
+}
+
+/// The server backend a connection talks to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Backend {
+    pid: i32,
+    history: ServerHistory,
+}
+
+/// A transaction as verification finds it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct XactIdentity {
+    xid: u64,
+    backend: Backend,
+}
+
+impl XactIdentity {
+    pub(crate) fn new(xid: u64, backend: Backend) -> XactIdentity {
+        XactIdentity { xid, backend }
+    }
+}
+
+/// Reads BEGIN's reply: the transaction id and, when asked for, the backend.
+pub(crate) fn parse_begin_reply(
+    messages: &[SimpleQueryMessage],
+) -> Option<(u64, Option<Backend>)> {
+    let row = messages.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(row) => Some(row),
+        _ => None,
+    })?;
+    let xid = row.get(0)?.parse().ok()?;
+    if row.len() < 6 {
+        return Some((xid, None));
+    }
+    let backend = Backend {
+        pid: row.get(1)?.parse().ok()?,
+        history: ServerHistory {
+            system_identifier: row.get(2)?.to_owned(),
+            postmaster_start: row.get(3)?.to_owned(),
+            timeline: row.get(4)?.to_owned(),
+            recovered_to: row.get(5).map(str::to_owned),
+        },
+    };
+    Some((xid, Some(backend)))
+}
+
+/// `pg_xact_status` of the transaction, as the server that answers now sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Committed,
+    Aborted,
+    InProgress,
+    /// The id was never handed out on this server.
+    Future,
+    /// Too old for the server to remember.
+    Forgotten,
+}
+
+/// One look at the server: its history, and the transaction's status there.
+async fn look(client: &Client, xid: u64) -> Result<Option<(ServerHistory, Status)>, tokio_postgres::Error> {
+    let messages = client.simple_query(HISTORY_NOW).await?;
+    let Some(row) = messages.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(row) => Some(row),
+        _ => None,
+    }) else {
+        return Ok(None);
+    };
+    if row.get(0) != Some("false") {
+        // A standby: only the primary's word counts.
+        return Ok(None);
+    }
+    let history = ServerHistory {
+        system_identifier: row.get(1).unwrap_or_default().to_owned(),
+        postmaster_start: row.get(2).unwrap_or_default().to_owned(),
+        timeline: row.get(3).unwrap_or_default().to_owned(),
+        recovered_to: row.get(4).map(str::to_owned),
+    };
+    // The id is our own number, never user input.
+    let status = match client
+        .simple_query(&format!("SELECT pg_xact_status('{xid}'::xid8)"))
+        .await
+    {
+        Ok(messages) => {
+            match messages.iter().find_map(|m| match m {
+                SimpleQueryMessage::Row(row) => Some(row.get(0)),
+                _ => None,
+            }) {
+                Some(Some("committed")) => Status::Committed,
+                Some(Some("aborted")) => Status::Aborted,
+                Some(Some("in progress")) => Status::InProgress,
+                Some(None) => Status::Forgotten,
+                _ => return Ok(None),
+            }
+        }
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE) => {
+            Status::Future
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(Some((history, status)))
+}
+
+/// What a look means for the original transaction (`None`: look again).
+fn judge(identity: &XactIdentity, history: &ServerHistory, status: Status) -> Option<Verdict> {
+    let original = &identity.backend.history;
+    if history.system_identifier != original.system_identifier {
+        return Some(Verdict::Unknown);
+    }
+    if history == original {
+        return match status {
+            Status::Committed => Some(Verdict::Committed),
+            Status::Aborted => Some(Verdict::NotCommitted),
+            Status::InProgress => None,
+            // Neither can happen within one history; trust nothing then.
+            Status::Future | Status::Forgotten => Some(Verdict::Unknown),
+        };
+    }
+    match status {
+        Status::Aborted | Status::InProgress | Status::Future => Some(Verdict::NotCommitted),
+        Status::Committed | Status::Forgotten => Some(Verdict::Unknown),
+    }
+}
+
+impl Call<'_> {
+    /// Settles an ambiguous COMMIT by the transaction's status, retrying until the
+    /// deadline.
+    pub(crate) async fn verify_by_xact_status(&self, identity: &XactIdentity) -> Verdict {
+        let db = self.db();
+        let mut pause = Duration::from_millis(50);
+        let mut open_since: Option<Instant> = None;
+        loop {
+            let remaining = self.deadline().saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Verdict::Unknown;
+            }
+            if let Ok(mut conn) = db.pool().acquire(remaining.min(db.pool_timeout())).await {
+                let answer = tokio::time::timeout(remaining, look(&conn.client, identity.xid)).await;
+                match answer {
+                    Ok(Ok(Some((history, status)))) => {
+                        if let Some(verdict) = judge(identity, &history, status) {
+                            if verdict == Verdict::Unknown {
+                                tracing::warn!(function = self.name(), ?status,
+                                    same_cluster = history.system_identifier == identity.backend.history.system_identifier,
+                                    "the server restarted or failed over since the transaction began: its outcome cannot be told by its id");
+                            }
+                            return verdict;
+                        }
+                        // Still open on the server: the original backend has not
+                        // noticed its client is gone. Give a slow COMMIT its grace,
+                        // then end the orphan so that its status becomes final.
+                        let since = *open_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= ORPHAN_GRACE {
+                            let terminate = format!(
+                                "SELECT pg_terminate_backend(pid, {TERMINATE_WAIT_MS}) FROM pg_stat_activity \
+                                 WHERE pid = {} AND backend_xid = '{}'::xid",
+                                identity.backend.pid,
+                                identity.xid & u64::from(u32::MAX),
+                            );
+                            if let Err(e) = conn.client.simple_query(&terminate).await {
+                                tracing::info!(error = %cause_of(&e), "could not end the orphaned transaction");
+                            } else {
+                                tracing::info!(function = self.name(), pid = identity.backend.pid,
+                                    "ended the orphaned transaction of a lost connection");
+                            }
+                            continue;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                    Ok(Ok(None)) => conn.broken = true,
+                    Ok(Err(e)) => {
+                        conn.broken = true;
+                        tracing::info!(error = %cause_of(&e), "commit verification failed; trying again");
+                    }
+                    Err(_) => conn.broken = true,
+                }
+            }
+            tokio::time::sleep(pause.min(self.deadline().saturating_duration_since(Instant::now())))
+                .await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history(start: &str, timeline: &str, recovered_to: Option<&str>) -> ServerHistory {
+        ServerHistory {
+            system_identifier: "7310".into(),
+            postmaster_start: start.into(),
+            timeline: timeline.into(),
+            recovered_to: recovered_to.map(Into::into),
+        }
+    }
+
+    fn identity() -> XactIdentity {
+        XactIdentity::new(
+            42,
+            Backend {
+                pid: 7,
+                history: history("t0", "00000001", None),
+            },
+        )
+    }
+
+    #[test]
+    fn within_one_history_the_status_is_the_truth() {
+        let same = history("t0", "00000001", None);
+        assert_eq!(judge(&identity(), &same, Status::Committed), Some(Verdict::Committed));
+        assert_eq!(judge(&identity(), &same, Status::Aborted), Some(Verdict::NotCommitted));
+        assert_eq!(judge(&identity(), &same, Status::InProgress), None);
+        assert_eq!(judge(&identity(), &same, Status::Future), Some(Verdict::Unknown));
+    }
+
+    #[test]
+    fn after_a_restart_crash_or_failover_only_not_committed_is_proven() {
+        for other in [
+            history("t1", "00000001", None),
+            history("t0", "00000001", Some("0/1AF8F210")),
+            history("t0", "00000002", None),
+        ] {
+            assert_eq!(judge(&identity(), &other, Status::Committed), Some(Verdict::Unknown));
+            for status in [Status::Aborted, Status::InProgress, Status::Future] {
+                assert_eq!(judge(&identity(), &other, status), Some(Verdict::NotCommitted), "{other:?} {status:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn another_cluster_proves_nothing() {
+        let mut other = history("t0", "00000001", None);
+        other.system_identifier = "9999".into();
+        assert_eq!(judge(&identity(), &other, Status::Aborted), Some(Verdict::Unknown));
+    }
+
+    #[test]
+    fn begin_notes_the_backend_once_per_connection() {
+        assert!(NOTE_XID_AND_BACKEND.starts_with(NOTE_XID));
+        assert_eq!(NOTE_XID_AND_BACKEND.matches(',').count(), 5, "six columns");
+    }
+}
