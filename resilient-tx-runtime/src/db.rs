@@ -13,12 +13,12 @@ use crate::call::Call;
 use crate::error::{AsTxError, TxError};
 use crate::idempotency::{DEFAULT_TABLE, KeyTable};
 use crate::manager::{Manager, PoolHealth};
+use crate::marker::{DEFAULT_MARKER_TABLE, MarkerTable};
 use crate::metrics::{Counters, Metrics};
 use crate::policy::Policy;
 use crate::pool::Pool;
 use crate::status::PoolStatus;
 use crate::tx::Tx;
-use crate::marker::{DEFAULT_MARKER_TABLE, MarkerTable};
 use crate::verification::CommitVerification;
 
 /// The future a [`Db::transaction_boxed`] body returns.

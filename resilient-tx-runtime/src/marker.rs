@@ -23,9 +23,9 @@ use tokio_postgres::SimpleQueryMessage;
 use crate::call::Call;
 use crate::db::Db;
 use crate::error::TxError;
-use crate::verification::Verdict;
 #[cfg(doc)]
 use crate::verification::CommitVerification;
+use crate::verification::Verdict;
 
 /// Where markers live unless the builder says otherwise.
 pub(crate) const DEFAULT_MARKER_TABLE: &str = "resilient_tx.commit_markers";

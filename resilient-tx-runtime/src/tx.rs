@@ -12,12 +12,12 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use tokio::time::Instant;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row, SimpleQueryMessage, Statement};
+use tokio_postgres::{Client, Row, Statement};
 
 use crate::classify::{Failure, Phase, client_timeout, to_tx_error};
 use crate::error::TxError;
 use crate::pool::Pooled;
-use crate::xact_status::{NOTE_XID, NOTE_XID_AND_BACKEND, XactIdentity, parse_begin_reply};
+use crate::xact_status::{NOTE_XID, XactIdentity, note_backend};
 
 /// Something a [`Tx`] can run: SQL text (prepared once per connection and cached) or a
 /// statement prepared with [`Tx::prepare`].
@@ -170,13 +170,14 @@ impl<'db> Tx<'db> {
     /// (no parameters, no rows).
     pub async fn batch_execute(&mut self, sql: &str) -> Result<(), TxError> {
         self.usable()?;
+        let xid_note = self.xid_note().await?;
         let begin = self.pending_begin.take();
-        let begin = begin.map(|sql| self.begin_sql(&sql));
         let client = &self.conn.client;
-        let work = pipelined(client, begin.as_deref(), client.batch_execute(sql));
+        let begin = begin.as_deref().map(|sql| (sql, xid_note.as_ref()));
+        let work = pipelined(client, begin, client.batch_execute(sql));
         let result = bounded(&mut self.in_flight, self.deadline, work).await;
-        let (reply, ()) = self.settle(result)?;
-        self.note(reply);
+        let (xid, ()) = self.settle(result)?;
+        self.xid = self.xid.or(xid);
         Ok(())
     }
 
@@ -188,14 +189,15 @@ impl<'db> Tx<'db> {
         execute: impl AsyncFnOnce(&Client, &Statement) -> Result<R, tokio_postgres::Error>,
     ) -> Result<R, TxError> {
         self.usable()?;
+        let xid_note = self.xid_note().await?;
         let begin = self.pending_begin.take();
         // `Err(sql)`: not prepared on this connection yet.
         let known = match query {
             QueryRef::Sql(sql) => self.conn.cached(sql).ok_or(sql),
             QueryRef::Prepared(statement) => Ok(statement.clone()),
         };
-        let begin = begin.map(|sql| self.begin_sql(&sql));
         let client = &self.conn.client;
+        let begin = begin.as_deref().map(|sql| (sql, xid_note.as_ref()));
         let work = async {
             let statement = match &known {
                 Ok(statement) => statement.clone(),
@@ -204,37 +206,37 @@ impl<'db> Tx<'db> {
             let rows = execute(client, &statement).await?;
             Ok((statement, rows))
         };
-        let work = pipelined(client, begin.as_deref(), work);
+        let work = pipelined(client, begin, work);
         let result = bounded(&mut self.in_flight, self.deadline, work).await;
-        let (reply, (statement, output)) = self.settle(result)?;
-        self.note(reply);
+        let (xid, (statement, output)) = self.settle(result)?;
+        self.xid = self.xid.or(xid);
         if let Err(sql) = known {
             self.conn.remember(sql, statement);
         }
         Ok(output)
     }
 
-    /// The BEGIN to send: the call's, plus what verification by transaction status
-    /// needs to note (the backend only once per connection).
-    fn begin_sql(&self, begin: &str) -> String {
-        match (self.note_xid, &self.conn.backend) {
-            (false, _) => begin.to_owned(),
-            (true, Some(_)) => format!("{begin}{NOTE_XID}"),
-            (true, None) => format!("{begin}{NOTE_XID_AND_BACKEND}"),
+    /// Before BEGIN is sent, when verification by transaction status asks for it: the
+    /// prepared statement that notes the transaction's id. The first time on a
+    /// connection this costs a round trip or two (noting the backend, preparing the
+    /// statement); after that, nothing.
+    async fn xid_note(&mut self) -> Result<Option<Statement>, TxError> {
+        if !self.note_xid || self.pending_begin.is_none() {
+            return Ok(None);
         }
-    }
-
-    /// Keeps what BEGIN's reply noted.
-    fn note(&mut self, reply: Option<Vec<SimpleQueryMessage>>) {
-        let Some(messages) = reply.filter(|_| self.note_xid) else {
-            return;
-        };
-        if let Some((xid, backend)) = parse_begin_reply(&messages) {
-            self.xid = Some(xid);
-            if let Some(backend) = backend {
-                self.conn.backend = Some(backend);
-            }
+        if self.conn.backend.is_none() {
+            let work = note_backend(&self.conn.client);
+            let result = bounded(&mut self.in_flight, self.deadline, work).await;
+            self.conn.backend = self.settle(result)?;
         }
+        if let Some(statement) = self.conn.cached(NOTE_XID) {
+            return Ok(Some(statement));
+        }
+        let work = self.conn.client.prepare(NOTE_XID);
+        let result = bounded(&mut self.in_flight, self.deadline, work).await;
+        let statement = self.settle(result)?;
+        self.conn.remember(NOTE_XID, statement.clone());
+        Ok(Some(statement))
     }
 
     /// The transaction as verification finds it again, once BEGIN noted it.
@@ -370,20 +372,32 @@ async fn bounded<F: Future>(
     result.map_err(|_| ())
 }
 
-/// Sends BEGIN and `work`'s first request back to back, so they share one round trip.
-/// tokio-postgres writes a request when its future is first polled, and `join` polls
-/// BEGIN first, so the server sees them in order.
-/// Returns BEGIN's reply along with `work`'s output.
+/// Sends BEGIN (with the statement noting the transaction's id, if any) and `work`'s
+/// first request back to back, so they share one round trip. tokio-postgres writes a
+/// request when its future is first polled, and `join` polls in order, so the server
+/// sees them in order. Returns the noted id along with `work`'s output.
 async fn pipelined<R>(
     client: &Client,
-    begin: Option<&str>,
+    begin: Option<(&str, Option<&Statement>)>,
     work: impl Future<Output = Result<R, tokio_postgres::Error>>,
-) -> Result<(Option<Vec<SimpleQueryMessage>>, R), tokio_postgres::Error> {
+) -> Result<(Option<u64>, R), tokio_postgres::Error> {
     match begin {
         None => Ok((None, work.await?)),
-        Some(sql) => {
-            let (begun, result) = futures_util::future::join(client.simple_query(sql), work).await;
-            Ok((Some(begun?), result?))
+        Some((sql, None)) => {
+            let (begun, result) = futures_util::future::join(client.batch_execute(sql), work).await;
+            begun?;
+            Ok((None, result?))
+        }
+        Some((sql, Some(note))) => {
+            let (begun, noted, result) = futures_util::future::join3(
+                client.batch_execute(sql),
+                client.query_one(note, &[]),
+                work,
+            )
+            .await;
+            begun?;
+            let xid: i64 = noted?.try_get(0)?;
+            Ok((u64::try_from(xid).ok(), result?))
         }
     }
 }

@@ -1,10 +1,10 @@
 //! Commit verification by transaction status ([`CommitVerification::TransactionId`],
 //! the default).
 //!
-//! BEGIN travels with `SELECT pg_current_xact_id()`: the transaction's 64-bit id `X`,
-//! known to the client before COMMIT is ever sent, at the cost of a function call in a
-//! round trip that happens anyway. The first transaction of a connection also notes
-//! where it runs: the backend's pid and the server's *history* — system identifier,
+//! BEGIN travels with a prepared `SELECT pg_current_xact_id()`: the transaction's
+//! 64-bit id `X`, known to the client before COMMIT is ever sent, at the cost of one
+//! function call in a round trip that happens anyway. Before its first such BEGIN, a
+//! connection notes where it runs: the backend's pid and the server's *history* — system identifier,
 //! postmaster start time, timeline, and where its last crash recovery ended (none of
 //! them can change while the connection lives: a primary's backend dies with any
 //! restart, crash or promotion).
@@ -32,30 +32,35 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
 use crate::call::Call;
 use crate::classify::cause_of;
-use crate::verification::Verdict;
 #[cfg(doc)]
 use crate::verification::CommitVerification;
+use crate::verification::Verdict;
 
-/// Appended to BEGIN: the transaction's id.
-pub(crate) const NOTE_XID: &str = "; SELECT pg_current_xact_id()::text";
+/// Sent with BEGIN (prepared once per connection): the transaction's id.
+pub(crate) const NOTE_XID: &str = "SELECT pg_current_xact_id()::text::int8";
 
-/// Appended to a connection's first BEGIN: the id, the backend, the server's history.
-pub(crate) const NOTE_XID_AND_BACKEND: &str = "; SELECT pg_current_xact_id()::text, \
-     pg_backend_pid()::text, (pg_control_system()).system_identifier::text, \
-     pg_postmaster_start_time()::text, substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8), \
-     pg_last_wal_replay_lsn()::text";
+/// A server's history, as columns (its timeline cannot be read during recovery,
+/// where no transaction id is handed out and no verification can run anyway).
+macro_rules! history_columns {
+    () => {
+        "pg_is_in_recovery()::text, (pg_control_system()).system_identifier::text, \
+         pg_postmaster_start_time()::text, \
+         CASE WHEN pg_is_in_recovery() THEN '' \
+              ELSE substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8) END, \
+         pg_last_wal_replay_lsn()::text"
+    };
+}
 
-/// The history of the server a verifying connection reached (its timeline cannot be
-/// read during recovery, where the verification cannot run anyway).
-const HISTORY_NOW: &str = "SELECT pg_is_in_recovery()::text, \
-     (pg_control_system()).system_identifier::text, pg_postmaster_start_time()::text, \
-     CASE WHEN pg_is_in_recovery() THEN '' \
-          ELSE substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8) END, \
-     pg_last_wal_replay_lsn()::text";
+/// Read once per connection, before its first BEGIN that notes an id.
+pub(crate) const NOTE_BACKEND: &str =
+    concat!("SELECT pg_backend_pid()::text, ", history_columns!());
+
+/// The history of the server a verifying connection reached.
+const HISTORY_NOW: &str = concat!("SELECT ", history_columns!());
 
 /// How long an original transaction still open on the server is waited for before
 /// its backend is terminated: long enough for a COMMIT that is merely slow.
@@ -94,28 +99,40 @@ impl XactIdentity {
     }
 }
 
-/// Reads BEGIN's reply: the transaction id and, when asked for, the backend.
-pub(crate) fn parse_begin_reply(
-    messages: &[SimpleQueryMessage],
-) -> Option<(u64, Option<Backend>)> {
-    let row = messages.iter().find_map(|m| match m {
+/// The first row of a simple query's reply.
+fn first_row(messages: &[SimpleQueryMessage]) -> Option<&SimpleQueryRow> {
+    messages.iter().find_map(|m| match m {
         SimpleQueryMessage::Row(row) => Some(row),
         _ => None,
-    })?;
-    let xid = row.get(0)?.parse().ok()?;
-    if row.len() < 6 {
-        return Some((xid, None));
+    })
+}
+
+/// Reads [`history_columns`] from `row`, starting at column `at`; `None` for a server
+/// in recovery.
+fn history_at(row: &SimpleQueryRow, at: usize) -> Option<ServerHistory> {
+    if row.get(at)? != "false" {
+        return None;
     }
-    let backend = Backend {
-        pid: row.get(1)?.parse().ok()?,
-        history: ServerHistory {
-            system_identifier: row.get(2)?.to_owned(),
-            postmaster_start: row.get(3)?.to_owned(),
-            timeline: row.get(4)?.to_owned(),
-            recovered_to: row.get(5).map(str::to_owned),
-        },
-    };
-    Some((xid, Some(backend)))
+    Some(ServerHistory {
+        system_identifier: row.get(at + 1)?.to_owned(),
+        postmaster_start: row.get(at + 2)?.to_owned(),
+        timeline: row.get(at + 3)?.to_owned(),
+        recovered_to: row.get(at + 4).map(str::to_owned),
+    })
+}
+
+/// Reads [`NOTE_BACKEND`]'s reply; `None` for a standby (whose transactions cannot
+/// get an id anyway).
+pub(crate) async fn note_backend(
+    client: &Client,
+) -> Result<Option<Backend>, tokio_postgres::Error> {
+    let messages = client.simple_query(NOTE_BACKEND).await?;
+    Ok(first_row(&messages).and_then(|row| {
+        Some(Backend {
+            pid: row.get(0)?.parse().ok()?,
+            history: history_at(row, 1)?,
+        })
+    }))
 }
 
 /// `pg_xact_status` of the transaction, as the server that answers now sees it.
@@ -131,41 +148,27 @@ enum Status {
 }
 
 /// One look at the server: its history, and the transaction's status there.
-async fn look(client: &Client, xid: u64) -> Result<Option<(ServerHistory, Status)>, tokio_postgres::Error> {
+async fn look(
+    client: &Client,
+    xid: u64,
+) -> Result<Option<(ServerHistory, Status)>, tokio_postgres::Error> {
     let messages = client.simple_query(HISTORY_NOW).await?;
-    let Some(row) = messages.iter().find_map(|m| match m {
-        SimpleQueryMessage::Row(row) => Some(row),
-        _ => None,
-    }) else {
+    // A standby: only the primary's word counts.
+    let Some(history) = first_row(&messages).and_then(|row| history_at(row, 0)) else {
         return Ok(None);
-    };
-    if row.get(0) != Some("false") {
-        // A standby: only the primary's word counts.
-        return Ok(None);
-    }
-    let history = ServerHistory {
-        system_identifier: row.get(1).unwrap_or_default().to_owned(),
-        postmaster_start: row.get(2).unwrap_or_default().to_owned(),
-        timeline: row.get(3).unwrap_or_default().to_owned(),
-        recovered_to: row.get(4).map(str::to_owned),
     };
     // The id is our own number, never user input.
     let status = match client
         .simple_query(&format!("SELECT pg_xact_status('{xid}'::xid8)"))
         .await
     {
-        Ok(messages) => {
-            match messages.iter().find_map(|m| match m {
-                SimpleQueryMessage::Row(row) => Some(row.get(0)),
-                _ => None,
-            }) {
-                Some(Some("committed")) => Status::Committed,
-                Some(Some("aborted")) => Status::Aborted,
-                Some(Some("in progress")) => Status::InProgress,
-                Some(None) => Status::Forgotten,
-                _ => return Ok(None),
-            }
-        }
+        Ok(messages) => match first_row(&messages).map(|row| row.get(0)) {
+            Some(Some("committed")) => Status::Committed,
+            Some(Some("aborted")) => Status::Aborted,
+            Some(Some("in progress")) => Status::InProgress,
+            Some(None) => Status::Forgotten,
+            _ => return Ok(None),
+        },
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE) => {
             Status::Future
         }
@@ -208,14 +211,19 @@ impl Call<'_> {
                 return Verdict::Unknown;
             }
             if let Ok(mut conn) = db.pool().acquire(remaining.min(db.pool_timeout())).await {
-                let answer = tokio::time::timeout(remaining, look(&conn.client, identity.xid)).await;
+                let answer =
+                    tokio::time::timeout(remaining, look(&conn.client, identity.xid)).await;
                 match answer {
                     Ok(Ok(Some((history, status)))) => {
                         if let Some(verdict) = judge(identity, &history, status) {
                             if verdict == Verdict::Unknown {
-                                tracing::warn!(function = self.name(), ?status,
-                                    same_cluster = history.system_identifier == identity.backend.history.system_identifier,
-                                    "the server restarted or failed over since the transaction began: its outcome cannot be told by its id");
+                                tracing::warn!(
+                                    function = self.name(),
+                                    ?status,
+                                    same_cluster = history.system_identifier
+                                        == identity.backend.history.system_identifier,
+                                    "the server restarted or failed over since the transaction began: its outcome cannot be told by its id"
+                                );
                             }
                             return verdict;
                         }
@@ -233,8 +241,11 @@ impl Call<'_> {
                             if let Err(e) = conn.client.simple_query(&terminate).await {
                                 tracing::info!(error = %cause_of(&e), "could not end the orphaned transaction");
                             } else {
-                                tracing::info!(function = self.name(), pid = identity.backend.pid,
-                                    "ended the orphaned transaction of a lost connection");
+                                tracing::info!(
+                                    function = self.name(),
+                                    pid = identity.backend.pid,
+                                    "ended the orphaned transaction of a lost connection"
+                                );
                             }
                             continue;
                         }
@@ -249,8 +260,10 @@ impl Call<'_> {
                     Err(_) => conn.broken = true,
                 }
             }
-            tokio::time::sleep(pause.min(self.deadline().saturating_duration_since(Instant::now())))
-                .await;
+            tokio::time::sleep(
+                pause.min(self.deadline().saturating_duration_since(Instant::now())),
+            )
+            .await;
             pause = (pause * 2).min(Duration::from_secs(1));
         }
     }
@@ -282,10 +295,19 @@ mod tests {
     #[test]
     fn within_one_history_the_status_is_the_truth() {
         let same = history("t0", "00000001", None);
-        assert_eq!(judge(&identity(), &same, Status::Committed), Some(Verdict::Committed));
-        assert_eq!(judge(&identity(), &same, Status::Aborted), Some(Verdict::NotCommitted));
+        assert_eq!(
+            judge(&identity(), &same, Status::Committed),
+            Some(Verdict::Committed)
+        );
+        assert_eq!(
+            judge(&identity(), &same, Status::Aborted),
+            Some(Verdict::NotCommitted)
+        );
         assert_eq!(judge(&identity(), &same, Status::InProgress), None);
-        assert_eq!(judge(&identity(), &same, Status::Future), Some(Verdict::Unknown));
+        assert_eq!(
+            judge(&identity(), &same, Status::Future),
+            Some(Verdict::Unknown)
+        );
     }
 
     #[test]
@@ -295,9 +317,16 @@ mod tests {
             history("t0", "00000001", Some("0/1AF8F210")),
             history("t0", "00000002", None),
         ] {
-            assert_eq!(judge(&identity(), &other, Status::Committed), Some(Verdict::Unknown));
+            assert_eq!(
+                judge(&identity(), &other, Status::Committed),
+                Some(Verdict::Unknown)
+            );
             for status in [Status::Aborted, Status::InProgress, Status::Future] {
-                assert_eq!(judge(&identity(), &other, status), Some(Verdict::NotCommitted), "{other:?} {status:?}");
+                assert_eq!(
+                    judge(&identity(), &other, status),
+                    Some(Verdict::NotCommitted),
+                    "{other:?} {status:?}"
+                );
             }
         }
     }
@@ -306,12 +335,18 @@ mod tests {
     fn another_cluster_proves_nothing() {
         let mut other = history("t0", "00000001", None);
         other.system_identifier = "9999".into();
-        assert_eq!(judge(&identity(), &other, Status::Aborted), Some(Verdict::Unknown));
+        assert_eq!(
+            judge(&identity(), &other, Status::Aborted),
+            Some(Verdict::Unknown)
+        );
     }
 
     #[test]
-    fn begin_notes_the_backend_once_per_connection() {
-        assert!(NOTE_XID_AND_BACKEND.starts_with(NOTE_XID));
-        assert_eq!(NOTE_XID_AND_BACKEND.matches(',').count(), 5, "six columns");
+    fn the_backend_is_its_pid_and_the_history_columns() {
+        assert!(NOTE_BACKEND.starts_with("SELECT pg_backend_pid()::text, pg_is_in_recovery()"));
+        assert_eq!(
+            NOTE_BACKEND.matches("::text").count(),
+            HISTORY_NOW.matches("::text").count() + 1
+        );
     }
 }

@@ -289,9 +289,9 @@
 #[doc(inline)]
 pub use resilient_tx_macros::retriable_tx;
 pub use resilient_tx_runtime::{
-    CommitVerification,
-    AsTxError, BoxedBody, Db, DbBuilder, ErrorKind, Health, Isolation, Metrics, Params, Policy,
-    PoolStatus, RetryBudgetConfig, ServerRole, Tx, TxError, TxStatement, tokio_postgres,
+    AsTxError, BoxedBody, CommitVerification, Db, DbBuilder, ErrorKind, Health, Isolation, Metrics,
+    Params, Policy, PoolStatus, RetryBudgetConfig, ServerRole, Tx, TxError, TxStatement,
+    tokio_postgres,
 };
 
 #[doc = include_str!("../docs/guide.md")]

@@ -326,7 +326,8 @@ async fn bank_transfers_apply_exactly_once_under_cuts_and_terminations() {
         let db = chaos_db(
             &with_app_name(&cluster.url_via(&proxy), app),
             CommitVerification::default(),
-        ).await;
+        )
+        .await;
         db.migrate().await.expect("runtime tables");
 
         // Transfers are drawn up front from the seed.
@@ -615,8 +616,11 @@ async fn verification_survives_its_own_lost_probe(verification: CommitVerificati
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn marker_verification_is_not_fooled_by_its_own_lost_probe() {
-    verification_survives_its_own_lost_probe(CommitVerification::MarkerRow, "ON CONFLICT DO NOTHING")
-        .await;
+    verification_survives_its_own_lost_probe(
+        CommitVerification::MarkerRow,
+        "ON CONFLICT DO NOTHING",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,3 +8,4 @@ mod connection_loss;
 mod failover;
 mod idempotency;
 mod safety;
+mod verification;
