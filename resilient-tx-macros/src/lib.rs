@@ -457,10 +457,11 @@ use proc_macro::TokenStream;
 /// # When `COMMIT`'s outcome is unknown
 ///
 /// A function with neither `idempotency_key` nor `idempotent` (and not `read_only`)
-/// writes a commit marker with its transaction; after an ambiguous `COMMIT` a fresh
-/// connection checks it: committed → the call succeeds, not committed → it retries, no
-/// answer before the deadline → `ErrorKind::CommitUnknown`. This verification is on by
-/// default and `DbBuilder::commit_verification(false)` turns it off. The
+/// is verified after an ambiguous `COMMIT`: a fresh connection asks the server whether
+/// its transaction committed: committed → the call succeeds, not committed → it
+/// retries, no trustworthy answer before the deadline → `ErrorKind::CommitUnknown`.
+/// `DbBuilder::commit_verification` chooses how (a marker row by default, or the
+/// transaction's status) or turns it off. The
 /// [crate docs](../resilient_tx/index.html#when-commits-outcome-is-unknown) say when to
 /// use which.
 #[proc_macro_attribute]

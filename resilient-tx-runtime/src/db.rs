@@ -406,10 +406,10 @@ impl DbBuilder {
     }
 
     /// How a call without an idempotency key, not marked `idempotent`, settles a
-    /// COMMIT whose reply was lost: by its transaction's status (the default, free),
-    /// by a marker row (settles a COMMIT that survived a crash or failover too, for
-    /// one more row per transaction), or not at all (`CommitUnknown`). See
-    /// [`CommitVerification`].
+    /// COMMIT whose reply was lost: by a marker row (the default; settles every case,
+    /// for one more row per transaction), by its transaction's status (no table, but
+    /// a COMMIT that survived a crash or failover is `CommitUnknown`), or not at all.
+    /// See [`CommitVerification`].
     pub fn commit_verification(mut self, verification: CommitVerification) -> Self {
         self.commit_verification = verification;
         self

@@ -4,11 +4,11 @@
 //! guessing. Two methods, chosen per [`Db`](crate::Db) with
 //! [`DbBuilder::commit_verification`](crate::DbBuilder::commit_verification):
 //!
-//! * by transaction status ([`crate::xact_status`], the default): free in the
-//!   common case, it settles every ambiguous COMMIT except one that survived a crash
-//!   or failover of the server at that very moment;
-//! * by a marker row ([`crate::marker`]): settles that case too, for one more row
-//!   written per transaction.
+//! * by a marker row ([`crate::marker`], the default): settles every ambiguous
+//!   COMMIT, across crashes and failovers, for one more row written per transaction;
+//! * by transaction status ([`crate::xact_status`]): needs no table and ends an
+//!   orphaned transaction at once, but cannot settle a COMMIT that survived a crash
+//!   or failover of the server at that very moment.
 
 use crate::call::Call;
 use crate::marker::new_marker;
@@ -19,8 +19,9 @@ use crate::xact_status::XactIdentity;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum CommitVerification {
-    /// Note the transaction's id and the server's history with BEGIN (no extra
-    /// statement, no extra round trip); after a lost COMMIT reply, ask the server
+    /// Note the transaction's id and the server's history with BEGIN (a prepared
+    /// statement in BEGIN's flight, no extra round trip, no table); after a lost
+    /// COMMIT reply, ask the server
     /// for that transaction's status. An orphaned transaction still open on the
     /// server (its client gone silent) is ended first, so the answer is final.
     /// Settles every case except a COMMIT that survived a crash or failover of the
@@ -28,12 +29,13 @@ pub enum CommitVerification {
     /// one, so a "committed" may belong to another transaction; that case is
     /// `CommitUnknown`. Every transaction gets an id, so a call that only reads
     /// should say `read_only`.
-    #[default]
     TransactionId,
     /// Insert a marker row with every transaction, just before COMMIT; after a lost
     /// COMMIT reply, look for it on a fresh connection. Settles every case, across
     /// any number of crashes and failovers, for one more row written (and later
     /// purged) per transaction. Needs the marker table ([`Db::migrate`](crate::Db::migrate)).
+    /// The default.
+    #[default]
     MarkerRow,
     /// No verification: a lost COMMIT reply is `CommitUnknown`.
     Off,

@@ -62,7 +62,7 @@
 //! | | how an unknown outcome is settled | cost | use it when |
 //! |---|---|---|---|
 //! | `idempotency_key = expr` | the retry claims the key again: it finds the stored result if the first COMMIT landed, and runs the body if it did not | a row per key holding the result as JSON, kept until [`Db::purge_idempotency_keys`]; `T: Serialize + DeserializeOwned` | the *client* may send the same request again (an `Idempotency-Key` header, a redelivered message) and must get the same answer |
-//! | automatic commit verification (the default) | a fresh connection checks for the call's commit marker: committed → success; not committed → retry; no answer before the deadline → `CommitUnknown` | one row inserted, sent together with COMMIT (no extra round trip once its statement is prepared on the connection) | any other write |
+//! | automatic commit verification (the default) | a fresh connection asks the server about the call's transaction: committed → success; not committed → retry; no answer before the deadline, or no answer that can be trusted → `CommitUnknown` | by marker row (the default): one row inserted, sent with COMMIT; by transaction status: one prepared statement sent with BEGIN; neither adds a round trip | any other write |
 //! | `idempotent` | the body is run again | nothing | running the body twice does no harm (set a value, upsert fixed values, delete by id) |
 //!
 //! ## Idempotency keys: exactly once per key
@@ -78,35 +78,52 @@
 //!
 //! ## Automatic commit verification
 //!
-//! A call with no idempotency key, not `idempotent` and not `read_only` inserts a
-//! random marker into the marker table (`resilient_tx.commit_markers`,
-//! [`DbBuilder::commit_marker_table`]) as the last statement of its transaction, sent
-//! together with COMMIT. After an ambiguous COMMIT it tries, on a fresh connection, to
-//! insert the same marker:
+//! A call with no idempotency key, not `idempotent` and not `read_only` settles an
+//! ambiguous COMMIT itself, in one of two ways ([`CommitVerification`], set with
+//! [`DbBuilder::commit_verification`]):
 //!
-//! - the marker is already there: the transaction committed, and the call returns the
-//!   body's result;
-//! - the insert succeeds: the transaction did not commit and now never can (its own
-//!   insert of the marker would conflict), so the call retries as after a lost
-//!   connection;
-//! - the original transaction is still open on the server: the check waits for it;
-//!   checks repeat until the call's deadline, and then the call returns
-//!   [`ErrorKind::CommitUnknown`].
+//! **By marker row** (the default). The call inserts a random
+//! marker into the marker table (`resilient_tx.commit_markers`,
+//! [`DbBuilder::commit_marker_table`]), sent together with COMMIT. After an ambiguous
+//! COMMIT a fresh connection inserts the same marker: a conflict means the
+//! transaction committed; success means it did not and now never can (its own insert
+//! would conflict); a wait means it is still open, and the check repeats until the
+//! deadline. What counts is whether the marker is on the server that answers now, so
+//! this settles even a COMMIT that survived a crash or failover of the server at that
+//! very moment, for one more row written per transaction. Calls delete markers older
+//! than an hour every 10 000 commits; [`Db::purge_commit_markers`] does it on demand.
 //!
-//! What counts is whether the marker is on the server that answers now, so this holds
-//! across a failover too. Markers matter only until their call returns: calls delete
-//! markers older than an hour every 10 000 commits, and
-//! [`Db::purge_commit_markers`] does it on demand.
+//! **By transaction status** ([`CommitVerification::TransactionId`]). BEGIN travels
+//! with a prepared `SELECT pg_current_xact_id()`, so the client knows the transaction's id before it
+//! sends COMMIT, at no extra round trip; each connection also notes, once, which
+//! server backend it talks to and that server's *history* (system identifier, start
+//! time, timeline, last crash recovery). After a lost COMMIT reply, a fresh connection
+//! reads the history again and the transaction's status:
 //!
-//! Verification is on by default. [`DbBuilder::commit_verification`]`(false)` turns it
-//! off; such calls then return `CommitUnknown` after an ambiguous COMMIT.
+//! - same history: the status is the truth. Committed → the call returns the body's
+//!   result; aborted → it retries as after a lost connection; still in progress (the
+//!   network went silent and the server has not noticed its client is gone) → after a
+//!   second's grace the orphaned backend is terminated (matched by pid and
+//!   transaction id, nothing else is touched) and its final status decides;
+//! - the server restarted, crashed or failed over since BEGIN: a transaction that
+//!   is not committed there did not commit → retry. A "committed" proves nothing,
+//!   since a recovery that lost the WAL assigning an id can hand that id to another
+//!   transaction: the call returns [`ErrorKind::CommitUnknown`] rather than guess;
+//! - no answer before the call's deadline → `CommitUnknown`.
+//!
+//! It needs no table, and ends an orphaned transaction at once where a marker probe
+//! waits for its lock. Every such transaction gets an id, even one that turns out to
+//! write nothing, so mark calls that only read `read_only`.
+//!
+//! [`CommitVerification::Off`] turns verification off: such calls return
+//! `CommitUnknown` after an ambiguous COMMIT.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), resilient_tx::TxError> {
-//! use resilient_tx::Db;
+//! use resilient_tx::{CommitVerification, Db};
 //!
 //! let db = Db::builder("postgres://app@localhost/app")
-//!     .commit_verification(false)
+//!     .commit_verification(CommitVerification::TransactionId)
 //!     .build()
 //!     .await?;
 //! # let _ = db;
@@ -116,16 +133,19 @@
 //! The key and marker tables are created on first use; [`Db::migrate`] creates them
 //! ahead, for example at start-up. If the marker table cannot be created (the role may
 //! not create tables), calls run without verification and a warning is logged.
+//! Verification by transaction status needs no table.
 //!
 //! ## Which one to use
 //!
 //! - A request that a client may repeat: `idempotency_key`, with the key the client
-//!   sends. Verification cannot help there, since each call writes its own marker.
+//!   sends. Verification cannot help there: it knows only its own call's transaction.
 //! - A write whose repetition would be visible (an insert, an increment, a transfer):
 //!   the default verification is enough.
+//! - A write whose repetition would be visible and must be settled even when the
+//!   server crashes or fails over at the moment of COMMIT: `MarkerRow`, or a key.
 //! - A write that gives the same end state however often it runs: `idempotent`, to
-//!   skip the marker.
-//! - `read_only` calls write no marker and cannot take `idempotent` or a key: they
+//!   skip verification.
+//! - `read_only` calls are not verified and cannot take `idempotent` or a key: they
 //!   change nothing, so after an ambiguous COMMIT they are simply run again.
 //!
 //! # Handling errors

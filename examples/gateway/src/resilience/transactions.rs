@@ -346,7 +346,7 @@ pub(super) async fn mid_transaction_failure(rec: &Recorder) -> CaseResult {
     );
     proxy.pass();
 
-    // C: cut during COMMIT (executed, reply lost); no key: the commit marker settles it.
+    // C: cut during COMMIT (executed, reply lost); no key: commit verification settles it.
     rec.step("cut after COMMIT executed, before its reply (no idempotency key)");
     let before = app.metrics();
     let counts = proxy.cuts();
