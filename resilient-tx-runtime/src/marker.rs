@@ -17,7 +17,6 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
 use tokio_postgres::SimpleQueryMessage;
 
 use crate::call::Call;
@@ -25,7 +24,7 @@ use crate::db::Db;
 use crate::error::TxError;
 #[cfg(doc)]
 use crate::verification::CommitVerification;
-use crate::verification::Verdict;
+use crate::verification::{Probes, Verdict};
 
 /// Where markers live unless the builder says otherwise.
 pub(crate) const DEFAULT_MARKER_TABLE: &str = "resilient_tx.commit_markers";
@@ -109,48 +108,31 @@ impl Db {
 impl Call<'_> {
     /// Settles an ambiguous COMMIT by its marker, retrying probes until the deadline.
     pub(crate) async fn verify_by_marker(&self, marker: &str) -> Verdict {
-        let db = self.db();
-        let mut pause = Duration::from_millis(50);
-        loop {
-            let now = Instant::now();
-            let remaining = self.deadline().saturating_duration_since(now);
-            if remaining.is_zero() {
-                return Verdict::Unknown;
-            }
-            let bound = remaining.min(db.pool_timeout());
-            if let Ok(mut conn) = db.pool().acquire(bound).await {
-                let sql = db
-                    .marker_table()
-                    .probe(marker, PROBE_LOCK_TIMEOUT.min(remaining));
-                let answer = tokio::time::timeout(remaining, conn.client.simple_query(&sql)).await;
-                match answer {
-                    Ok(Ok(messages)) => {
-                        let by_probe = messages.iter().find_map(|m| match m {
-                            SimpleQueryMessage::Row(row) => row.get(0).map(|v| v == "t"),
-                            _ => None,
-                        });
-                        match by_probe {
-                            Some(false) => return Verdict::Committed,
-                            Some(true) => return Verdict::NotCommitted,
-                            // The row was just inserted or found: it cannot be missing.
-                            None => conn.broken = true,
-                        }
+        let table = self.db().marker_table();
+        let mut probes = Probes::new(self);
+        while let Some((mut conn, remaining)) = probes.next().await {
+            let sql = table.probe(marker, PROBE_LOCK_TIMEOUT.min(remaining));
+            match tokio::time::timeout(remaining, conn.client.simple_query(&sql)).await {
+                Ok(Ok(messages)) => {
+                    let by_probe = messages.iter().find_map(|m| match m {
+                        SimpleQueryMessage::Row(row) => row.get(0).map(|v| v == "t"),
+                        _ => None,
+                    });
+                    match by_probe {
+                        Some(false) => return Verdict::Committed,
+                        Some(true) => return Verdict::NotCommitted,
+                        // The row was just inserted or found: it cannot be missing.
+                        None => probes.failed(&mut conn),
                     }
-                    // A failed probe leaves its transaction aborted, a timed-out one
-                    // leaves a request in flight: either way, not for the pool.
-                    Ok(Err(e)) => {
-                        conn.broken = true;
-                        tracing::info!(error = %crate::classify::cause_of(&e), "commit verification probe failed; trying again");
-                    }
-                    Err(_) => conn.broken = true,
                 }
+                Ok(Err(e)) => {
+                    tracing::info!(error = %crate::classify::cause_of(&e), "commit verification probe failed; trying again");
+                    probes.failed(&mut conn);
+                }
+                Err(_) => probes.failed(&mut conn),
             }
-            tokio::time::sleep(
-                pause.min(self.deadline().saturating_duration_since(Instant::now())),
-            )
-            .await;
-            pause = (pause * 2).min(Duration::from_secs(1));
         }
+        Verdict::Unknown
     }
 }
 

@@ -10,9 +10,13 @@
 //!   orphaned transaction at once, but cannot settle a COMMIT that survived a crash
 //!   or failover of the server at that very moment.
 
+use std::time::Duration;
+
 use crate::call::Call;
 use crate::marker::new_marker;
+use crate::pool::Pooled;
 use crate::xact_status::XactIdentity;
+use tokio::time::Instant;
 
 /// How calls without an idempotency key, not marked `idempotent`, settle a COMMIT
 /// whose reply was lost.
@@ -75,5 +79,61 @@ impl Call<'_> {
             Evidence::Xact(identity) => self.verify_by_xact_status(identity).await,
             Evidence::Marker(marker) => self.verify_by_marker(marker).await,
         }
+    }
+}
+
+/// The connections a verification probes with, until the call's deadline. After a
+/// failed probe (or no connection) the next comes after a pause, doubling up to a
+/// second.
+pub(crate) struct Probes<'c, 'db> {
+    call: &'c Call<'db>,
+    pause: Duration,
+    failed: bool,
+}
+
+impl<'c, 'db> Probes<'c, 'db> {
+    pub(crate) fn new(call: &'c Call<'db>) -> Self {
+        Probes {
+            call,
+            pause: Duration::from_millis(50),
+            failed: false,
+        }
+    }
+
+    /// The next connection and the time left; `None` once the deadline has passed.
+    pub(crate) async fn next(&mut self) -> Option<(Pooled<'db>, Duration)> {
+        let db = self.call.db();
+        loop {
+            if self.failed {
+                let left = self
+                    .call
+                    .deadline()
+                    .saturating_duration_since(Instant::now());
+                tokio::time::sleep(self.pause.min(left)).await;
+                self.pause = (self.pause * 2).min(Duration::from_secs(1));
+            }
+            let remaining = self
+                .call
+                .deadline()
+                .saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return None;
+            }
+            match db.pool().acquire(remaining.min(db.pool_timeout())).await {
+                Ok(conn) => {
+                    self.failed = false;
+                    return Some((conn, remaining));
+                }
+                Err(_) => self.failed = true,
+            }
+        }
+    }
+
+    /// The probe on the last connection failed; that connection is not for the pool
+    /// (a failed probe may leave its transaction aborted, a timed-out one a request in
+    /// flight).
+    pub(crate) fn failed(&mut self, conn: &mut Pooled<'db>) {
+        conn.broken = true;
+        self.failed = true;
     }
 }

@@ -38,7 +38,7 @@ use crate::call::Call;
 use crate::classify::cause_of;
 #[cfg(doc)]
 use crate::verification::CommitVerification;
-use crate::verification::Verdict;
+use crate::verification::{Probes, Verdict};
 
 /// Sent with BEGIN (prepared once per connection): the transaction's id.
 pub(crate) const NOTE_XID: &str = "SELECT pg_current_xact_id()::text::int8";
@@ -202,70 +202,64 @@ impl Call<'_> {
     /// Settles an ambiguous COMMIT by the transaction's status, retrying until the
     /// deadline.
     pub(crate) async fn verify_by_xact_status(&self, identity: &XactIdentity) -> Verdict {
-        let db = self.db();
-        let mut pause = Duration::from_millis(50);
         let mut open_since: Option<Instant> = None;
-        loop {
-            let remaining = self.deadline().saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Verdict::Unknown;
+        let mut probes = Probes::new(self);
+        while let Some((mut conn, remaining)) = probes.next().await {
+            let (history, status) = match tokio::time::timeout(
+                remaining,
+                look(&conn.client, identity.xid),
+            )
+            .await
+            {
+                Ok(Ok(Some(found))) => found,
+                Ok(Ok(None)) | Err(_) => {
+                    probes.failed(&mut conn);
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    tracing::info!(error = %cause_of(&e), "commit verification failed; trying again");
+                    probes.failed(&mut conn);
+                    continue;
+                }
+            };
+            if let Some(verdict) = judge(identity, &history, status) {
+                if verdict == Verdict::Unknown {
+                    tracing::warn!(
+                        function = self.name(),
+                        ?status,
+                        same_cluster =
+                            history.system_identifier == identity.backend.history.system_identifier,
+                        "the server restarted or failed over since the transaction began: its outcome cannot be told by its id"
+                    );
+                }
+                return verdict;
             }
-            if let Ok(mut conn) = db.pool().acquire(remaining.min(db.pool_timeout())).await {
-                let answer =
-                    tokio::time::timeout(remaining, look(&conn.client, identity.xid)).await;
-                match answer {
-                    Ok(Ok(Some((history, status)))) => {
-                        if let Some(verdict) = judge(identity, &history, status) {
-                            if verdict == Verdict::Unknown {
-                                tracing::warn!(
-                                    function = self.name(),
-                                    ?status,
-                                    same_cluster = history.system_identifier
-                                        == identity.backend.history.system_identifier,
-                                    "the server restarted or failed over since the transaction began: its outcome cannot be told by its id"
-                                );
-                            }
-                            return verdict;
-                        }
-                        // Still open on the server: the original backend has not
-                        // noticed its client is gone. Give a slow COMMIT its grace,
-                        // then end the orphan so that its status becomes final.
-                        let since = *open_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() >= ORPHAN_GRACE {
-                            let terminate = format!(
-                                "SELECT pg_terminate_backend(pid, {TERMINATE_WAIT_MS}) FROM pg_stat_activity \
-                                 WHERE pid = {} AND backend_xid = '{}'::xid",
-                                identity.backend.pid,
-                                identity.xid & u64::from(u32::MAX),
-                            );
-                            if let Err(e) = conn.client.simple_query(&terminate).await {
-                                tracing::info!(error = %cause_of(&e), "could not end the orphaned transaction");
-                            } else {
-                                tracing::info!(
-                                    function = self.name(),
-                                    pid = identity.backend.pid,
-                                    "ended the orphaned transaction of a lost connection"
-                                );
-                            }
-                            continue;
-                        }
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                    Ok(Ok(None)) => conn.broken = true,
-                    Ok(Err(e)) => {
-                        conn.broken = true;
-                        tracing::info!(error = %cause_of(&e), "commit verification failed; trying again");
-                    }
-                    Err(_) => conn.broken = true,
+            // Still open on the server: the original backend has not noticed its
+            // client is gone. Give a slow COMMIT its grace, then end the orphan so
+            // that its status becomes final.
+            let since = *open_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < ORPHAN_GRACE {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            let terminate = format!(
+                "SELECT pg_terminate_backend(pid, {TERMINATE_WAIT_MS}) FROM pg_stat_activity \
+                 WHERE pid = {} AND backend_xid = '{}'::xid",
+                identity.backend.pid,
+                identity.xid & u64::from(u32::MAX),
+            );
+            match conn.client.simple_query(&terminate).await {
+                Ok(_) => tracing::info!(
+                    function = self.name(),
+                    pid = identity.backend.pid,
+                    "ended the orphaned transaction of a lost connection"
+                ),
+                Err(e) => {
+                    tracing::info!(error = %cause_of(&e), "could not end the orphaned transaction")
                 }
             }
-            tokio::time::sleep(
-                pause.min(self.deadline().saturating_duration_since(Instant::now())),
-            )
-            .await;
-            pause = (pause * 2).min(Duration::from_secs(1));
         }
+        Verdict::Unknown
     }
 }
 
