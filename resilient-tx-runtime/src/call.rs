@@ -27,6 +27,7 @@ use crate::policy::{CallOptions, Policy};
 use crate::pool::Pooled;
 use crate::tx::Tx;
 use crate::verification::{CommitVerification, Evidence, Verdict};
+use crate::xact_status::NOTE_XID;
 
 /// Lock timeouts (55P03) are retried at most this often: a lock held that long is
 /// rarely released by the next try.
@@ -103,6 +104,9 @@ impl<'db> Call<'db> {
     pub async fn begin(&mut self) -> Result<Tx<'db>, TxError> {
         if self.attempt == 0 {
             self.verification = self.wants_verification().await;
+            if self.verification == CommitVerification::TransactionId {
+                self.begin_sql = format!("{}; {NOTE_XID}", self.begin_sql).into();
+            }
         }
         loop {
             self.attempt += 1;

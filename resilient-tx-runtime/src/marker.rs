@@ -13,7 +13,8 @@
 //!
 //! This holds across any number of restarts and failovers: what counts is whether the
 //! marker is on the server that answers now. The price is one more row written per
-//! transaction.
+//! transaction that wrote anything; a transaction that only read writes no marker (it
+//! has nothing to apply twice) and is run again after a lost COMMIT.
 
 use std::time::Duration;
 
@@ -59,7 +60,14 @@ impl MarkerTable {
                      created_at timestamptz NOT NULL DEFAULT now());
                  CREATE INDEX IF NOT EXISTS {index}_created_at ON {name} (created_at);"
             ),
-            insert: format!("INSERT INTO {name} (id) VALUES (($1::text)::uuid)"),
+            // Only a transaction that wrote something (and so has an id) is marked: one
+            // that only read has nothing to apply twice, and a marker would turn its
+            // COMMIT from free into a WAL write and flush. A lost COMMIT of such a
+            // transaction finds no marker and is simply run again.
+            insert: format!(
+                "INSERT INTO {name} (id) SELECT ($1::text)::uuid \
+                 WHERE pg_current_xact_id_if_assigned() IS NOT NULL"
+            ),
             purge: format!(
                 "DELETE FROM {name} WHERE created_at < now() - ($1::int8 * interval '1 millisecond')"
             ),
@@ -164,7 +172,8 @@ mod tests {
         );
         assert_eq!(
             table.insert,
-            "INSERT INTO resilient_tx.commit_markers (id) VALUES (($1::text)::uuid)"
+            "INSERT INTO resilient_tx.commit_markers (id) SELECT ($1::text)::uuid \
+             WHERE pg_current_xact_id_if_assigned() IS NOT NULL"
         );
     }
 }

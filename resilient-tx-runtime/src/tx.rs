@@ -12,12 +12,12 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use tokio::time::Instant;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row, Statement};
+use tokio_postgres::{Client, Row, SimpleQueryMessage, Statement};
 
 use crate::classify::{Failure, Phase, client_timeout, to_tx_error};
 use crate::error::TxError;
 use crate::pool::Pooled;
-use crate::xact_status::{NOTE_XID, XactIdentity, note_backend};
+use crate::xact_status::{XactIdentity, note_backend};
 
 /// Something a [`Tx`] can run: SQL text (prepared once per connection and cached) or a
 /// statement prepared with [`Tx::prepare`].
@@ -83,7 +83,8 @@ pub struct Tx<'db> {
     /// BEGIN said READ ONLY: a 25006 is then the body's own write, not a demoted
     /// server.
     read_only: bool,
-    /// BEGIN also notes the transaction's id, for commit verification.
+    /// BEGIN's query ends with a `SELECT` of the transaction's id, for commit
+    /// verification.
     note_xid: bool,
     /// The transaction's id, once BEGIN's reply told it.
     xid: Option<u64>,
@@ -170,10 +171,10 @@ impl<'db> Tx<'db> {
     /// (no parameters, no rows).
     pub async fn batch_execute(&mut self, sql: &str) -> Result<(), TxError> {
         self.usable()?;
-        let xid_note = self.xid_note().await?;
+        self.note_backend().await?;
         let begin = self.pending_begin.take();
         let client = &self.conn.client;
-        let begin = begin.as_deref().map(|sql| (sql, xid_note.as_ref()));
+        let begin = begin.as_deref().map(|sql| (sql, self.note_xid));
         let work = pipelined(client, begin, client.batch_execute(sql));
         let result = bounded(&mut self.in_flight, self.deadline, work).await;
         let (xid, ()) = self.settle(result)?;
@@ -189,7 +190,7 @@ impl<'db> Tx<'db> {
         execute: impl AsyncFnOnce(&Client, &Statement) -> Result<R, tokio_postgres::Error>,
     ) -> Result<R, TxError> {
         self.usable()?;
-        let xid_note = self.xid_note().await?;
+        self.note_backend().await?;
         let begin = self.pending_begin.take();
         // `Err(sql)`: not prepared on this connection yet.
         let known = match query {
@@ -197,7 +198,7 @@ impl<'db> Tx<'db> {
             QueryRef::Prepared(statement) => Ok(statement.clone()),
         };
         let client = &self.conn.client;
-        let begin = begin.as_deref().map(|sql| (sql, xid_note.as_ref()));
+        let begin = begin.as_deref().map(|sql| (sql, self.note_xid));
         let work = async {
             let statement = match &known {
                 Ok(statement) => statement.clone(),
@@ -216,27 +217,17 @@ impl<'db> Tx<'db> {
         Ok(output)
     }
 
-    /// Before BEGIN is sent, when verification by transaction status asks for it: the
-    /// prepared statement that notes the transaction's id. The first time on a
-    /// connection this costs a round trip or two (noting the backend, preparing the
-    /// statement); after that, nothing.
-    async fn xid_note(&mut self) -> Result<Option<Statement>, TxError> {
-        if !self.note_xid || self.pending_begin.is_none() {
-            return Ok(None);
+    /// Before BEGIN is sent, when verification by transaction status asks for it:
+    /// notes which backend and server history the connection has, once per
+    /// connection (a round trip on its first such transaction, nothing after).
+    async fn note_backend(&mut self) -> Result<(), TxError> {
+        if !self.note_xid || self.pending_begin.is_none() || self.conn.backend.is_some() {
+            return Ok(());
         }
-        if self.conn.backend.is_none() {
-            let work = note_backend(&self.conn.client);
-            let result = bounded(&mut self.in_flight, self.deadline, work).await;
-            self.conn.backend = self.settle(result)?;
-        }
-        if let Some(statement) = self.conn.cached(NOTE_XID) {
-            return Ok(Some(statement));
-        }
-        let work = self.conn.client.prepare(NOTE_XID);
+        let work = note_backend(&self.conn.client);
         let result = bounded(&mut self.in_flight, self.deadline, work).await;
-        let statement = self.settle(result)?;
-        self.conn.remember(NOTE_XID, statement.clone());
-        Ok(Some(statement))
+        self.conn.backend = self.settle(result)?;
+        Ok(())
     }
 
     /// The transaction as verification finds it again, once BEGIN noted it.
@@ -372,32 +363,36 @@ async fn bounded<F: Future>(
     result.map_err(|_| ())
 }
 
-/// Sends BEGIN (with the statement noting the transaction's id, if any) and `work`'s
-/// first request back to back, so they share one round trip. tokio-postgres writes a
-/// request when its future is first polled, and `join` polls in order, so the server
-/// sees them in order. Returns the noted id along with `work`'s output.
+/// Sends BEGIN and `work`'s first request back to back, so they share one round
+/// trip. tokio-postgres writes a request when its future is first polled, and `join`
+/// polls in order, so the server sees them in order. When BEGIN's query ends with the
+/// `SELECT` noting the transaction's id (`(sql, true)`), returns that id along with
+/// `work`'s output.
+///
+/// The id rides in BEGIN's own simple query rather than in a statement of its own:
+/// every extended-protocol statement ends with a Sync, and each Sync costs the server
+/// a reply flush and the client a wake-up, which on a busy local server is most of
+/// what a small statement costs; a trailing `SELECT` in a query already sent costs
+/// almost nothing (see the throughput benchmark).
 async fn pipelined<R>(
     client: &Client,
-    begin: Option<(&str, Option<&Statement>)>,
+    begin: Option<(&str, bool)>,
     work: impl Future<Output = Result<R, tokio_postgres::Error>>,
 ) -> Result<(Option<u64>, R), tokio_postgres::Error> {
     match begin {
         None => Ok((None, work.await?)),
-        Some((sql, None)) => {
+        Some((sql, false)) => {
             let (begun, result) = futures_util::future::join(client.batch_execute(sql), work).await;
             begun?;
             Ok((None, result?))
         }
-        Some((sql, Some(note))) => {
-            let (begun, noted, result) = futures_util::future::join3(
-                client.batch_execute(sql),
-                client.query_one(note, &[]),
-                work,
-            )
-            .await;
-            begun?;
-            let xid: i64 = noted?.try_get(0)?;
-            Ok((u64::try_from(xid).ok(), result?))
+        Some((sql, true)) => {
+            let (begun, result) = futures_util::future::join(client.simple_query(sql), work).await;
+            let xid = begun?.iter().rev().find_map(|message| match message {
+                SimpleQueryMessage::Row(row) => row.get(0)?.parse::<u64>().ok(),
+                _ => None,
+            });
+            Ok((xid, result?))
         }
     }
 }

@@ -1,9 +1,8 @@
-//! Commit verification by transaction status ([`CommitVerification::TransactionId`],
-//! the default).
+//! Commit verification by transaction status ([`CommitVerification::TransactionId`]).
 //!
-//! BEGIN travels with a prepared `SELECT pg_current_xact_id()`: the transaction's
+//! BEGIN's simple query ends with `SELECT pg_current_xact_id()`: the transaction's
 //! 64-bit id `X`, known to the client before COMMIT is ever sent, at the cost of one
-//! function call in a round trip that happens anyway. Before its first such BEGIN, a
+//! function call in a query that is sent anyway. Before its first such BEGIN, a
 //! connection notes where it runs: the backend's pid and the server's *history* — system identifier,
 //! postmaster start time, timeline, and where its last crash recovery ended (none of
 //! them can change while the connection lives: a primary's backend dies with any
@@ -40,8 +39,8 @@ use crate::classify::cause_of;
 use crate::verification::CommitVerification;
 use crate::verification::{Probes, Verdict};
 
-/// Sent with BEGIN (prepared once per connection): the transaction's id.
-pub(crate) const NOTE_XID: &str = "SELECT pg_current_xact_id()::text::int8";
+/// Ends BEGIN's simple query: the transaction's id.
+pub(crate) const NOTE_XID: &str = "SELECT pg_current_xact_id()";
 
 /// A server's history, as columns (its timeline cannot be read during recovery,
 /// where no transaction id is handed out and no verification can run anyway).

@@ -319,6 +319,12 @@ impl PgCluster {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The postmaster's process id, while the server runs (for measuring what its
+    /// processes cost, e.g. in benchmarks).
+    pub fn server_pid(&self) -> Option<u32> {
+        Some(self.pid.load(Ordering::SeqCst)).filter(|&pid| pid != 0)
+    }
+
     /// Whether the server process is alive (it may still be starting up or
     /// shutting down).
     pub fn is_running(&self) -> bool {

@@ -205,3 +205,74 @@ async fn by_marker_row_a_commit_that_survived_a_crash_is_found() {
         db.metrics()
     );
 }
+
+/// Counts the events; on the first run only, `fault` strikes before COMMIT is sent.
+#[retriable_tx(timeout = "1s", deadline = "30s", retries = 5)]
+async fn count_events(
+    tx: &mut Tx<'_>,
+    fault: &(dyn Fn() + Sync),
+    first_run: &AtomicBool,
+    runs: &AtomicU32,
+) -> Result<i64, TxError> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    let count = tx.query_one("SELECT count(*) FROM events", &[]).await?;
+    if first_run.swap(false, Ordering::SeqCst) {
+        fault();
+    }
+    Ok(count.get(0))
+}
+
+/// Marker rows of the original transactions (not of probes).
+async fn original_markers(cluster: &PgCluster) -> i64 {
+    scalar(
+        cluster,
+        "SELECT count(*) FROM resilient_tx.commit_markers WHERE NOT by_probe",
+    )
+    .await
+}
+
+/// By marker row, only a transaction that wrote is marked: one that only read leaves
+/// no marker (its COMMIT stays free of any write), and when its COMMIT reply is lost
+/// it is proven not to need one and simply runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_marker_row_a_transaction_that_only_read_is_not_marked_and_reruns_after_a_lost_commit() {
+    let cluster = cluster().await;
+    exec(&cluster, SCHEMA).await;
+    let proxy = FaultProxy::start(cluster.socket_addr())
+        .await
+        .expect("proxy");
+    let db = single_connection_db(&cluster.url_via(&proxy), CommitVerification::MarkerRow).await;
+    db.migrate().await.expect("runtime tables");
+    let no_fault = || {};
+
+    let (first_run, runs) = (AtomicBool::new(true), AtomicU32::new(0));
+    add_event(&db, &no_fault, &first_run, &runs)
+        .await
+        .expect("a write");
+    assert_eq!(original_markers(&cluster).await, 1, "a write is marked");
+    let (first_run, runs) = (AtomicBool::new(true), AtomicU32::new(0));
+    let count = count_events(&db, &no_fault, &first_run, &runs)
+        .await
+        .expect("a read");
+    assert_eq!(count, 1);
+    assert_eq!(original_markers(&cluster).await, 1, "a read is not marked");
+
+    let cut_commit_reply = || proxy.cut_next(CutPoint::AfterCommitBeforeReply);
+    let (first_run, runs) = (AtomicBool::new(true), AtomicU32::new(0));
+    let count = count_events(&db, &cut_commit_reply, &first_run, &runs)
+        .await
+        .expect("run again after the lost reply");
+    assert_eq!((count, runs.load(Ordering::SeqCst)), (1, 2));
+    assert_eq!(proxy.cuts().total(), 1, "the COMMIT reply was cut");
+    assert_eq!(
+        db.metrics().ambiguous_verified_not_committed,
+        1,
+        "{:?}",
+        db.metrics()
+    );
+    assert_eq!(
+        original_markers(&cluster).await,
+        1,
+        "still only the write's"
+    );
+}

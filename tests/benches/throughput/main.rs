@@ -12,6 +12,8 @@
 //! every round trip counts. Prints transactions per second and ratios against
 //! bb8-postgres. Run: `cargo bench -p resilient-tx-testkit --bench throughput`.
 
+mod cpu;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,6 +21,8 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{ManagerConfig, RecyclingMethod, Runtime};
 use resilient_tx::{CommitVerification, Db, Tx, TxError, retriable_tx};
 use resilient_tx_testkit::{FaultProxy, PgCluster};
+
+use crate::cpu::CpuTime;
 use tokio_postgres::NoTls;
 
 const TASKS: usize = 16;
@@ -154,7 +158,7 @@ const NAMES: [&str; CONTENDERS] = [
     "#[retriable_tx], by transaction status",
 ];
 
-async fn measure(label: &str, url: &str, period: Duration) {
+async fn measure(label: &str, url: &str, postmaster: u32, period: Duration) {
     let contenders = Contenders::new(url).await;
     // Warm every pool and statement cache before measuring.
     for which in 0..CONTENDERS {
@@ -162,37 +166,64 @@ async fn measure(label: &str, url: &str, period: Duration) {
     }
     let mut totals = [0u64; CONTENDERS];
     let mut elapsed = [Duration::ZERO; CONTENDERS];
+    let mut cpu = [Some(CpuTime::default()); CONTENDERS];
     for _ in 0..ROUNDS {
         for which in 0..CONTENDERS {
-            let started = Instant::now();
+            let (started, cpu_before) = (Instant::now(), CpuTime::now(postmaster));
             totals[which] += contenders.run(which, period).await;
             elapsed[which] += started.elapsed();
+            let used = CpuTime::now(postmaster)
+                .zip(cpu_before)
+                .map(|(a, b)| a.since(b));
+            cpu[which] = cpu[which].zip(used).map(|(sum, used)| sum + used);
         }
     }
     let tps: Vec<f64> = (0..CONTENDERS)
         .map(|i| totals[i] as f64 / elapsed[i].as_secs_f64())
         .collect();
+    // Microseconds of CPU per transaction: (client, server).
+    let cpu_per_tx: Vec<Option<(f64, f64)>> = (0..CONTENDERS)
+        .map(|i| {
+            let per_tx = |d: Duration| d.as_secs_f64() * 1e6 / totals[i].max(1) as f64;
+            cpu[i].map(|c| (per_tx(c.client), per_tx(c.server)))
+        })
+        .collect();
     println!(
         "\n{label} ({TASKS} tasks, pool of {POOL_SIZE}, {ROUNDS} interleaved rounds of {period:?})"
     );
     println!(
-        "{:<38} {:>12} {:>10} {:>14}",
-        "contender", "tx/s", "vs bb8", "vs deadpool"
+        "{:<38} {:>8} {:>8} {:>9} {:>22}",
+        "contender", "tx/s", "vs bb8", "vs dpool", "CPU µs/tx client+server"
     );
     for i in 0..CONTENDERS {
+        let cpu = cpu_per_tx[i]
+            .map(|(client, server)| format!("{:.0} = {client:.0} + {server:.0}", client + server))
+            .unwrap_or_else(|| "n/a".to_owned());
         println!(
-            "{:<38} {:>12.0} {:>9.2}x {:>13.2}x",
+            "{:<38} {:>8.0} {:>7.2}x {:>8.2}x {:>22}",
             NAMES[i],
             tps[i],
             tps[i] / tps[1],
-            tps[i] / tps[2]
+            tps[i] / tps[2],
+            cpu,
         );
     }
+    let cpu_cost = |i: usize| match (cpu_per_tx[i], cpu_per_tx[3]) {
+        (Some((c, s)), Some((c0, s0))) => {
+            format!(
+                ", {:.1}% more CPU per transaction",
+                ((c + s) / (c0 + s0) - 1.0) * 100.0
+            )
+        }
+        _ => String::new(),
+    };
     println!(
-        "commit verification costs {:.1}% of throughput by marker row (the default), \
-         {:.1}% by transaction status",
+        "commit verification costs, against it off: by marker row (the default) {:.1}% of \
+         throughput{}; by transaction status {:.1}% of throughput{}",
         (1.0 - tps[0] / tps[3]) * 100.0,
-        (1.0 - tps[4] / tps[3]) * 100.0
+        cpu_cost(0),
+        (1.0 - tps[4] / tps[3]) * 100.0,
+        cpu_cost(4),
     );
 }
 
@@ -215,11 +246,18 @@ async fn main() {
         .map(Duration::from_millis)
         .unwrap_or(Duration::from_secs(2));
 
-    measure("local server", &cluster.url(), period).await;
+    let postmaster = cluster.server_pid().expect("the server runs");
+    measure("local server", &cluster.url(), postmaster, period).await;
 
     let proxy = FaultProxy::start(cluster.socket_addr())
         .await
         .expect("proxy");
     proxy.latency(Duration::from_millis(1));
-    measure("1 ms added each way", &cluster.url_via(&proxy), period).await;
+    measure(
+        "1 ms added each way",
+        &cluster.url_via(&proxy),
+        postmaster,
+        period,
+    )
+    .await;
 }
