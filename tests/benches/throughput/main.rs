@@ -1,5 +1,5 @@
-//! Throughput of one small write transaction (UPDATE, SELECT, INSERT) run three ways
-//! on the same local server, interleaved in one run so they share its conditions:
+//! Throughput of one small write transaction (UPDATE, SELECT, INSERT) run several
+//! ways on the same local server, interleaved in one run so they share its conditions:
 //!
 //! * `#[retriable_tx]` — the code a user writes with resilient-tx;
 //! * hand-written bb8-postgres — checkout (a ping), `transaction()`, unprepared
@@ -9,8 +9,11 @@
 //!   transaction status instead of the default marker row, to price each.
 //!
 //! Then the same with 1 ms of latency added each way by the testkit's proxy, where
-//! every round trip counts. Prints transactions per second and ratios against
-//! bb8-postgres. Run: `cargo bench -p resilient-tx-testkit --bench throughput`.
+//! every round trip counts; and a transaction that only reads, with each way of
+//! verifying commits, since what verification costs depends on whether the
+//! transaction wrote. Prints transactions per second, ratios, and the CPU time one
+//! transaction costs the client and the server (see `cpu.rs`).
+//! Run: `cargo bench -p resilient-tx-testkit --bench throughput`.
 
 mod cpu;
 
@@ -21,9 +24,9 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{ManagerConfig, RecyclingMethod, Runtime};
 use resilient_tx::{CommitVerification, Db, Tx, TxError, retriable_tx};
 use resilient_tx_testkit::{FaultProxy, PgCluster};
+use tokio_postgres::NoTls;
 
 use crate::cpu::CpuTime;
-use tokio_postgres::NoTls;
 
 const TASKS: usize = 16;
 const POOL_SIZE: u32 = 8;
@@ -39,6 +42,13 @@ async fn bump(tx: &mut Tx<'_>, id: i32) -> Result<i64, TxError> {
     let n: i64 = tx.query_one(SELECT, &[&id]).await?.get(0);
     tx.execute(INSERT, &[&id, &n]).await?;
     Ok(n)
+}
+
+/// The read-only-in-effect transaction: not declared `read_only`, so commit
+/// verification is on for it, as for most reads in an application.
+#[retriable_tx]
+async fn peek(tx: &mut Tx<'_>, id: i32) -> Result<i64, TxError> {
+    Ok(tx.query_one(SELECT, &[&id]).await?.get(0))
 }
 
 type Bb8Pool = bb8::Pool<bb8_postgres::PostgresConnectionManager<NoTls>>;
@@ -69,17 +79,75 @@ async fn bump_deadpool(
     Ok(n)
 }
 
+/// Who runs the transactions.
 #[derive(Clone)]
-struct Contenders {
-    db: Db,
-    db_unverified: Db,
-    db_by_status: Db,
+enum Runner {
+    Retriable(Db),
+    Bb8(Bb8Pool),
+    Deadpool(deadpool_postgres::Pool),
+}
+
+/// What each transaction does.
+#[derive(Clone, Copy)]
+enum Work {
+    Write,
+    Read,
+}
+
+/// One line of a table.
+#[derive(Clone)]
+struct Contender {
+    name: &'static str,
+    runner: Runner,
+    work: Work,
+}
+
+impl Contender {
+    async fn once(&self, id: i32) -> bool {
+        match (&self.runner, self.work) {
+            (Runner::Retriable(db), Work::Write) => bump(db, id).await.is_ok(),
+            (Runner::Retriable(db), Work::Read) => peek(db, id).await.is_ok(),
+            (Runner::Bb8(pool), _) => bump_bb8(pool, id).await.is_ok(),
+            (Runner::Deadpool(pool), _) => bump_deadpool(pool, id).await.is_ok(),
+        }
+    }
+
+    /// Runs `TASKS` workers for `period`; returns transactions done.
+    async fn run(&self, period: Duration) -> u64 {
+        let done = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers: Vec<_> = (0..TASKS)
+            .map(|task| {
+                let (this, done, stop) = (self.clone(), done.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let id = task as i32 + 1;
+                    while !stop.load(Ordering::Relaxed) {
+                        assert!(this.once(id).await, "benchmark transaction failed");
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(period).await;
+        stop.store(true, Ordering::Relaxed);
+        for worker in workers {
+            worker.await.expect("worker");
+        }
+        done.load(Ordering::Relaxed)
+    }
+}
+
+/// The pools, one per way of running.
+struct Pools {
+    marker_row: Db,
+    off: Db,
+    by_status: Db,
     bb8: Bb8Pool,
     deadpool: deadpool_postgres::Pool,
 }
 
-impl Contenders {
-    async fn new(url: &str) -> Contenders {
+impl Pools {
+    async fn new(url: &str) -> Pools {
         let db_with = async |verification| {
             Db::builder(url)
                 .max_size(POOL_SIZE)
@@ -88,9 +156,6 @@ impl Contenders {
                 .await
                 .expect("Db")
         };
-        let db = db_with(CommitVerification::default()).await;
-        let db_unverified = db_with(CommitVerification::Off).await;
-        let db_by_status = db_with(CommitVerification::TransactionId).await;
         let bb8 = bb8::Pool::builder()
             .max_size(POOL_SIZE)
             .build(
@@ -108,123 +173,163 @@ impl Contenders {
         let deadpool = config
             .create_pool(Some(Runtime::Tokio1), NoTls)
             .expect("deadpool");
-        Contenders {
-            db,
-            db_unverified,
-            db_by_status,
+        Pools {
+            marker_row: db_with(CommitVerification::default()).await,
+            off: db_with(CommitVerification::Off).await,
+            by_status: db_with(CommitVerification::TransactionId).await,
             bb8,
             deadpool,
         }
     }
 
-    /// Runs `TASKS` workers of one contender for `period`; returns transactions done.
-    async fn run(&self, which: usize, period: Duration) -> u64 {
-        let done = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let workers: Vec<_> = (0..TASKS)
-            .map(|task| {
-                let (this, done, stop) = (self.clone(), done.clone(), stop.clone());
-                tokio::spawn(async move {
-                    let id = task as i32 + 1;
-                    while !stop.load(Ordering::Relaxed) {
-                        let ok = match which {
-                            0 => bump(&this.db, id).await.is_ok(),
-                            1 => bump_bb8(&this.bb8, id).await.is_ok(),
-                            2 => bump_deadpool(&this.deadpool, id).await.is_ok(),
-                            3 => bump(&this.db_unverified, id).await.is_ok(),
-                            _ => bump(&this.db_by_status, id).await.is_ok(),
-                        };
-                        assert!(ok, "benchmark transaction failed");
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                })
-            })
-            .collect();
-        tokio::time::sleep(period).await;
-        stop.store(true, Ordering::Relaxed);
-        for worker in workers {
-            worker.await.expect("worker");
-        }
-        done.load(Ordering::Relaxed)
+    /// The write transaction, every way: the default first, verification off fourth.
+    fn writes(&self) -> Vec<Contender> {
+        let write = |name, runner| Contender {
+            name,
+            runner,
+            work: Work::Write,
+        };
+        vec![
+            write(
+                "#[retriable_tx]",
+                Runner::Retriable(self.marker_row.clone()),
+            ),
+            write("bb8-postgres (hand-written)", Runner::Bb8(self.bb8.clone())),
+            write(
+                "deadpool-postgres + prepare_cached",
+                Runner::Deadpool(self.deadpool.clone()),
+            ),
+            write(
+                "#[retriable_tx], verification off",
+                Runner::Retriable(self.off.clone()),
+            ),
+            write(
+                "#[retriable_tx], by transaction status",
+                Runner::Retriable(self.by_status.clone()),
+            ),
+        ]
+    }
+
+    /// The read transaction with each verification: the default first, off second.
+    fn reads(&self) -> Vec<Contender> {
+        let read = |name, db: &Db| Contender {
+            name,
+            runner: Runner::Retriable(db.clone()),
+            work: Work::Read,
+        };
+        vec![
+            read("#[retriable_tx] read", &self.marker_row),
+            read("#[retriable_tx] read, verification off", &self.off),
+            read(
+                "#[retriable_tx] read, by transaction status",
+                &self.by_status,
+            ),
+        ]
     }
 }
 
-const CONTENDERS: usize = 5;
-const NAMES: [&str; CONTENDERS] = [
-    "#[retriable_tx]",
-    "bb8-postgres (hand-written)",
-    "deadpool-postgres + prepare_cached",
-    "#[retriable_tx], verification off",
-    "#[retriable_tx], by transaction status",
-];
+/// What one contender did over all rounds.
+#[derive(Clone, Copy, Default)]
+struct Tally {
+    transactions: u64,
+    elapsed: Duration,
+    cpu: Option<CpuTime>,
+}
 
-async fn measure(label: &str, url: &str, postmaster: u32, period: Duration) {
-    let contenders = Contenders::new(url).await;
-    // Warm every pool and statement cache before measuring.
-    for which in 0..CONTENDERS {
-        contenders.run(which, Duration::from_millis(300)).await;
+impl Tally {
+    fn per_second(&self) -> f64 {
+        self.transactions as f64 / self.elapsed.as_secs_f64()
     }
-    let mut totals = [0u64; CONTENDERS];
-    let mut elapsed = [Duration::ZERO; CONTENDERS];
-    let mut cpu = [Some(CpuTime::default()); CONTENDERS];
+
+    /// Microseconds of CPU per transaction: (client, server).
+    fn cpu_per_transaction(&self) -> Option<(f64, f64)> {
+        let per_tx = |d: Duration| d.as_secs_f64() * 1e6 / self.transactions.max(1) as f64;
+        self.cpu.map(|c| (per_tx(c.client), per_tx(c.server)))
+    }
+}
+
+/// Runs `contenders` in interleaved rounds and prints a table; returns the tallies.
+async fn measure(
+    label: &str,
+    contenders: &[Contender],
+    postmaster: u32,
+    period: Duration,
+) -> Vec<Tally> {
+    // Warm every pool and statement cache before measuring.
+    for contender in contenders {
+        contender.run(Duration::from_millis(300)).await;
+    }
+    let mut tallies = vec![
+        Tally {
+            cpu: Some(CpuTime::default()),
+            ..Tally::default()
+        };
+        contenders.len()
+    ];
     for _ in 0..ROUNDS {
-        for which in 0..CONTENDERS {
+        for (contender, tally) in contenders.iter().zip(&mut tallies) {
             let (started, cpu_before) = (Instant::now(), CpuTime::now(postmaster));
-            totals[which] += contenders.run(which, period).await;
-            elapsed[which] += started.elapsed();
+            tally.transactions += contender.run(period).await;
+            tally.elapsed += started.elapsed();
             let used = CpuTime::now(postmaster)
                 .zip(cpu_before)
-                .map(|(a, b)| a.since(b));
-            cpu[which] = cpu[which].zip(used).map(|(sum, used)| sum + used);
+                .map(|(after, before)| after.since(before));
+            tally.cpu = tally.cpu.zip(used).map(|(sum, used)| sum + used);
         }
     }
-    let tps: Vec<f64> = (0..CONTENDERS)
-        .map(|i| totals[i] as f64 / elapsed[i].as_secs_f64())
-        .collect();
-    // Microseconds of CPU per transaction: (client, server).
-    let cpu_per_tx: Vec<Option<(f64, f64)>> = (0..CONTENDERS)
-        .map(|i| {
-            let per_tx = |d: Duration| d.as_secs_f64() * 1e6 / totals[i].max(1) as f64;
-            cpu[i].map(|c| (per_tx(c.client), per_tx(c.server)))
-        })
-        .collect();
     println!(
         "\n{label} ({TASKS} tasks, pool of {POOL_SIZE}, {ROUNDS} interleaved rounds of {period:?})"
     );
     println!(
-        "{:<38} {:>8} {:>8} {:>9} {:>22}",
-        "contender", "tx/s", "vs bb8", "vs dpool", "CPU µs/tx client+server"
+        "{:<44} {:>8} {:>9} {:>24}",
+        "contender", "tx/s", "vs first", "CPU µs/tx client+server"
     );
-    for i in 0..CONTENDERS {
-        let cpu = cpu_per_tx[i]
+    for (contender, tally) in contenders.iter().zip(&tallies) {
+        let cpu = tally
+            .cpu_per_transaction()
             .map(|(client, server)| format!("{:.0} = {client:.0} + {server:.0}", client + server))
             .unwrap_or_else(|| "n/a".to_owned());
         println!(
-            "{:<38} {:>8.0} {:>7.2}x {:>8.2}x {:>22}",
-            NAMES[i],
-            tps[i],
-            tps[i] / tps[1],
-            tps[i] / tps[2],
+            "{:<44} {:>8.0} {:>8.2}x {:>24}",
+            contender.name,
+            tally.per_second(),
+            tally.per_second() / tallies[0].per_second(),
             cpu,
         );
     }
-    let cpu_cost = |i: usize| match (cpu_per_tx[i], cpu_per_tx[3]) {
+    tallies
+}
+
+/// Prints what `priced` costs against `baseline`: throughput lost, CPU added.
+fn print_cost(what: &str, priced: &Tally, baseline: &Tally) {
+    let cpu = match (priced.cpu_per_transaction(), baseline.cpu_per_transaction()) {
         (Some((c, s)), Some((c0, s0))) => {
             format!(
-                ", {:.1}% more CPU per transaction",
+                ", {:+.1}% CPU per transaction",
                 ((c + s) / (c0 + s0) - 1.0) * 100.0
             )
         }
         _ => String::new(),
     };
     println!(
-        "commit verification costs, against it off: by marker row (the default) {:.1}% of \
-         throughput{}; by transaction status {:.1}% of throughput{}",
-        (1.0 - tps[0] / tps[3]) * 100.0,
-        cpu_cost(0),
-        (1.0 - tps[4] / tps[3]) * 100.0,
-        cpu_cost(4),
+        "{what}: {:.1}% of throughput{cpu}",
+        (1.0 - priced.per_second() / baseline.per_second()) * 100.0
     );
+}
+
+/// The write table, with what each verification costs.
+async fn measure_writes(label: &str, url: &str, postmaster: u32, period: Duration) {
+    let pools = Pools::new(url).await;
+    let mut contenders = pools.writes();
+    // bb8 first: the ratios are against it.
+    contenders.swap(0, 1);
+    let t = measure(label, &contenders, postmaster, period).await;
+    print_cost(
+        "commit verification by marker row (the default)",
+        &t[1],
+        &t[3],
+    );
+    print_cost("commit verification by transaction status", &t[4], &t[3]);
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -247,13 +352,27 @@ async fn main() {
         .unwrap_or(Duration::from_secs(2));
 
     let postmaster = cluster.server_pid().expect("the server runs");
-    measure("local server", &cluster.url(), postmaster, period).await;
+    measure_writes("local server", &cluster.url(), postmaster, period).await;
+
+    let pools = Pools::new(&cluster.url()).await;
+    let reads = pools.reads();
+    let t = measure("local server, reads", &reads, postmaster, period).await;
+    print_cost(
+        "reads, commit verification by marker row (the default)",
+        &t[0],
+        &t[1],
+    );
+    print_cost(
+        "reads, commit verification by transaction status",
+        &t[2],
+        &t[1],
+    );
 
     let proxy = FaultProxy::start(cluster.socket_addr())
         .await
         .expect("proxy");
     proxy.latency(Duration::from_millis(1));
-    measure(
+    measure_writes(
         "1 ms added each way",
         &cluster.url_via(&proxy),
         postmaster,
