@@ -304,6 +304,9 @@ impl<'db> Call<'db> {
                 _ => self.db.pool(),
             };
             pool.health.mark_suspect();
+            if failure == Failure::ReadOnly && !self.on_replica {
+                self.db.pool().health.read_only_met();
+            }
         }
         let action = failure.action();
         if failure == Failure::CommitUnknown {

@@ -4,10 +4,12 @@
 //! bb8-postgres' manager falls short on exactly these three points (ERRORS.md), so the
 //! runtime has its own.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio_postgres::NoTls;
+use tokio_postgres::config::TargetSessionAttrs;
 
 use crate::classify::{Phase, cause_of, client_timeout, to_tx_error};
 use crate::connection::PgConnection;
@@ -21,6 +23,9 @@ pub(crate) struct PoolHealth {
     /// Bumped on every failed connect, so that callers waiting in the pool learn of it
     /// at once: bb8's `get()` itself waits out its whole timeout.
     connect_failures: tokio::sync::watch::Sender<u64>,
+    /// A call met a read-only server (25006) where it needed to write: from then on,
+    /// new connections of a multi-host URL skip read-only hosts.
+    writable_needed: AtomicBool,
 }
 
 impl Default for PoolHealth {
@@ -28,6 +33,7 @@ impl Default for PoolHealth {
         PoolHealth {
             inner: Mutex::default(),
             connect_failures: tokio::sync::watch::Sender::new(0),
+            writable_needed: AtomicBool::new(false),
         }
     }
 }
@@ -52,6 +58,11 @@ impl PoolHealth {
     fn connect_failed(&self, error: TxError) {
         self.lock().last_connect_error = Some((Instant::now(), error));
         self.connect_failures.send_modify(|n| *n += 1);
+    }
+
+    /// A write met a read-only server: a standby, or a demoted primary.
+    pub(crate) fn read_only_met(&self) {
+        self.writable_needed.store(true, Ordering::Relaxed);
     }
 
     /// A receiver that sees every connect failure from now on.
@@ -144,6 +155,21 @@ impl Manager {
 
     /// One host, bounded as a whole.
     async fn open_one(&self, config: &tokio_postgres::Config) -> Result<PgConnection, TxError> {
+        // A URL that lists several hosts without `target_session_attrs` takes the
+        // first that answers. Once a write met a read-only one, reconnecting to it
+        // would meet the same refusal every time: ask each host whether it accepts
+        // writes, as `target_session_attrs=read-write` does, and pass over those that
+        // do not. (With a single host there is nothing to pass over to: its
+        // connections keep retrying until it is writable again or the deadline ends.)
+        let mut writable = None;
+        if self.hosts.len() > 1
+            && self.health.writable_needed.load(Ordering::Relaxed)
+            && config.get_target_session_attrs() == TargetSessionAttrs::Any
+        {
+            let config = writable.insert(config.clone());
+            config.target_session_attrs(TargetSessionAttrs::ReadWrite);
+        }
+        let config = writable.as_ref().unwrap_or(config);
         let result = tokio::time::timeout(self.connect_timeout, config.connect(NoTls)).await;
         match result {
             Ok(Ok((client, connection))) => {

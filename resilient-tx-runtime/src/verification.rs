@@ -5,7 +5,8 @@
 //! [`DbBuilder::commit_verification`](crate::DbBuilder::commit_verification):
 //!
 //! * by a marker row ([`crate::marker`], the default): settles every ambiguous
-//!   COMMIT, across crashes and failovers, for one more row written per transaction;
+//!   COMMIT, across crashes and failovers, for one more row written per transaction
+//!   that wrote;
 //! * by transaction status ([`crate::xact_status`]): needs no table and ends an
 //!   orphaned transaction at once, but cannot settle a COMMIT that survived a crash
 //!   or failover of the server at that very moment.
@@ -23,10 +24,9 @@ use tokio::time::Instant;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum CommitVerification {
-    /// Note the transaction's id and the server's history with BEGIN (a prepared
-    /// statement in BEGIN's flight, no extra round trip, no table); after a lost
-    /// COMMIT reply, ask the server
-    /// for that transaction's status. An orphaned transaction still open on the
+    /// Note the transaction's id and the server's history with BEGIN (a `SELECT` in
+    /// BEGIN's own query, no extra round trip, no table); after a lost COMMIT reply,
+    /// ask the server for that transaction's status. An orphaned transaction still open on the
     /// server (its client gone silent) is ended first, so the answer is final.
     /// Settles every case except a COMMIT that survived a crash or failover of the
     /// server in the same moment: transaction ids can be handed out again after
@@ -34,10 +34,11 @@ pub enum CommitVerification {
     /// `CommitUnknown`. Every transaction gets an id, so a call that only reads
     /// should say `read_only`.
     TransactionId,
-    /// Insert a marker row with every transaction, just before COMMIT; after a lost
-    /// COMMIT reply, look for it on a fresh connection. Settles every case, across
-    /// any number of crashes and failovers, for one more row written (and later
-    /// purged) per transaction. Needs the marker table ([`Db::migrate`](crate::Db::migrate)).
+    /// Insert a marker row with every transaction that wrote, just before COMMIT;
+    /// after a lost COMMIT reply, look for it on a fresh connection. Settles every
+    /// case, across any number of crashes and failovers, for one more row written
+    /// (and later purged) per writing transaction; a transaction that only read is
+    /// not marked and is run again. Needs the marker table ([`Db::migrate`](crate::Db::migrate)).
     /// The default.
     #[default]
     MarkerRow,

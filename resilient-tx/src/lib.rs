@@ -62,7 +62,7 @@
 //! | | how an unknown outcome is settled | cost | use it when |
 //! |---|---|---|---|
 //! | `idempotency_key = expr` | the retry claims the key again: it finds the stored result if the first COMMIT landed, and runs the body if it did not | a row per key holding the result as JSON, kept until [`Db::purge_idempotency_keys`]; `T: Serialize + DeserializeOwned` | the *client* may send the same request again (an `Idempotency-Key` header, a redelivered message) and must get the same answer |
-//! | automatic commit verification (the default) | a fresh connection asks the server about the call's transaction: committed → success; not committed → retry; no answer before the deadline, or no answer that can be trusted → `CommitUnknown` | by marker row (the default): one row inserted, sent with COMMIT; by transaction status: one prepared statement sent with BEGIN; neither adds a round trip | any other write |
+//! | automatic commit verification (the default) | a fresh connection asks the server about the call's transaction: committed → success; not committed → retry; no answer before the deadline, or no answer that can be trusted → `CommitUnknown` | by marker row (the default): one statement sent with COMMIT, inserting a row if the transaction wrote; by transaction status: a `SELECT` inside BEGIN's query; neither adds a round trip | any other write |
 //! | `idempotent` | the body is run again | nothing | running the body twice does no harm (set a value, upsert fixed values, delete by id) |
 //!
 //! ## Idempotency keys: exactly once per key
@@ -90,12 +90,14 @@
 //! would conflict); a wait means it is still open, and the check repeats until the
 //! deadline. What counts is whether the marker is on the server that answers now, so
 //! this settles even a COMMIT that survived a crash or failover of the server at that
-//! very moment, for one more row written per transaction. Calls delete markers older
+//! very moment, for one more row written per transaction that wrote anything (one
+//! that only read is not marked: it has nothing to apply twice, and is simply run
+//! again after a lost COMMIT). Calls delete markers older
 //! than an hour every 10 000 commits; [`Db::purge_commit_markers`] does it on demand.
 //!
-//! **By transaction status** ([`CommitVerification::TransactionId`]). BEGIN travels
-//! with a prepared `SELECT pg_current_xact_id()`, so the client knows the transaction's id before it
-//! sends COMMIT, at no extra round trip; each connection also notes, once, which
+//! **By transaction status** ([`CommitVerification::TransactionId`]). BEGIN's query
+//! ends with `SELECT pg_current_xact_id()`, so the client knows the transaction's id
+//! before it sends COMMIT, at no extra round trip; each connection also notes, once, which
 //! server backend it talks to and that server's *history* (system identifier, start
 //! time, timeline, last crash recovery). After a lost COMMIT reply, a fresh connection
 //! reads the history again and the transaction's status:
@@ -236,7 +238,10 @@
 //! the default [`Policy`] of calls. Building never waits for the database, so an
 //! application starts while its database is down; it fails only on invalid settings.
 //! URLs are libpq URIs or key=value strings; with several hosts and
-//! `target_session_attrs=read-write`, connections go to the writable one.
+//! `target_session_attrs=read-write`, connections go to the writable one. Without it,
+//! they go to the first host that answers until a write meets a read-only server
+//! (a standby, a demoted primary): from then on new connections pass over read-only
+//! hosts, as if the URL said `read-write`.
 //!
 //! ```no_run
 //! use std::time::Duration;

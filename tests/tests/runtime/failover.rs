@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use resilient_tx::{Db, Tx, TxError, retriable_tx};
+use resilient_tx::{CommitVerification, Db, Tx, TxError, retriable_tx};
 
 use crate::common::{cluster, exec, scalar};
 
@@ -138,4 +138,43 @@ async fn read_only_calls_go_to_the_replica_and_primary_only_reads_your_writes() 
         .expect("reads fall back to the primary");
     assert!(!on_standby);
     assert_eq!(count, 1);
+}
+
+/// A standby listed first in the URL (no `target_session_attrs` to rule it out), with
+/// each commit verification: the first statement that needs a writable server (the
+/// id noted in BEGIN's query, or the body's insert) is refused with 25006, and the
+/// call moves on to the primary and writes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_listed_first_is_passed_over_with_either_verification() {
+    let primary = cluster().await;
+    exec(&primary, "CREATE TABLE writes(n int PRIMARY KEY)").await;
+    let replica = primary.create_replica().await.expect("replica");
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres",
+        replica.port(),
+        primary.port()
+    );
+    for (n, verification) in [
+        CommitVerification::TransactionId,
+        CommitVerification::MarkerRow,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let db = Db::builder(&url)
+            .connect_timeout(Duration::from_secs(2))
+            .commit_verification(verification)
+            .build()
+            .await
+            .expect("config");
+        record(&db, n as i32)
+            .await
+            .unwrap_or_else(|e| panic!("{verification:?}: {e}"));
+        assert!(
+            db.metrics().retries_read_only >= 1,
+            "{verification:?}: the standby answered first: {:?}",
+            db.metrics()
+        );
+    }
+    assert_eq!(scalar(&primary, "SELECT count(*) FROM writes").await, 2);
 }
