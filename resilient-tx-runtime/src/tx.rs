@@ -370,10 +370,10 @@ async fn bounded<F: Future>(
 /// `work`'s output.
 ///
 /// The id rides in BEGIN's own simple query rather than in a statement of its own:
-/// every extended-protocol statement ends with a Sync, and each Sync costs the server
-/// a reply flush and the client a wake-up, which on a busy local server is most of
-/// what a small statement costs; a trailing `SELECT` in a query already sent costs
-/// almost nothing (see the throughput benchmark).
+/// no message, Sync or reply flush of its own, no statement to prepare per
+/// connection. The `SELECT` is still parsed, planned and run each time, which on a
+/// CPU-bound local server is most of what a small statement costs (see the
+/// throughput benchmark); over any network it is lost in the round trip.
 async fn pipelined<R>(
     client: &Client,
     begin: Option<(&str, bool)>,
