@@ -265,7 +265,16 @@ impl<'db> Call<'db> {
                     format!("{} (verified: it was not applied)", error.message()),
                 ))
             }
-            Verdict::Unknown => Err(error),
+            Verdict::Unknown(why) => {
+                let table = self.db.marker_table();
+                let unsettled = evidence.unsettled(why, table.name());
+                tracing::warn!(parent: &self.attempt_span, function = self.name,
+                    "COMMIT outcome unknown: {unsettled}");
+                Err(TxError::new(
+                    Failure::CommitUnknown,
+                    format!("{}; {unsettled}", error.message()),
+                ))
+            }
         }
     }
 

@@ -25,7 +25,7 @@ use crate::db::Db;
 use crate::error::TxError;
 #[cfg(doc)]
 use crate::verification::CommitVerification;
-use crate::verification::{Probes, Verdict};
+use crate::verification::{Probes, Unsettled, Verdict};
 
 /// Where markers live unless the builder says otherwise.
 pub(crate) const DEFAULT_MARKER_TABLE: &str = "resilient_tx.commit_markers";
@@ -44,6 +44,11 @@ pub(crate) struct MarkerTable {
 }
 
 impl MarkerTable {
+    /// The table's qualified name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     pub(crate) fn new(name: &str) -> MarkerTable {
         let schema = name
             .split_once('.')
@@ -140,7 +145,7 @@ impl Call<'_> {
                 Err(_) => probes.failed(&mut conn),
             }
         }
-        Verdict::Unknown
+        Verdict::Unknown(Unsettled::NoAnswer)
     }
 }
 

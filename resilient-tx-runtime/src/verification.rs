@@ -54,7 +54,44 @@ pub(crate) enum Verdict {
     /// It did not, and now cannot.
     NotCommitted,
     /// No answer before the deadline, or none that can be trusted.
-    Unknown,
+    Unknown(Unsettled),
+}
+
+/// Why a verification could not settle a COMMIT: said in the `CommitUnknown` error,
+/// since what a person can do about it differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unsettled {
+    /// No probe got an answer before the call's deadline.
+    NoAnswer,
+    /// The server restarted, crashed or failed over since BEGIN and says the id
+    /// committed (or no longer knows it); ids can be handed out again after a recovery, so it may be another
+    /// transaction's.
+    IdMayBeReused,
+    /// The server that answers is not the cluster the transaction ran on.
+    OtherCluster,
+    /// The server contradicts its own history (an id it never handed out, or forgot).
+    Contradiction,
+}
+
+impl Unsettled {
+    fn sentence(self) -> &'static str {
+        match self {
+            Unsettled::NoAnswer => {
+                "commit verification got no answer from the database before the call's deadline"
+            }
+            Unsettled::IdMayBeReused => {
+                "the database restarted or failed over since the transaction began, so its \
+                 transaction id may since belong to another transaction and cannot tell"
+            }
+            Unsettled::OtherCluster => {
+                "commit verification reached another database cluster than the one the \
+                 transaction ran on"
+            }
+            Unsettled::Contradiction => {
+                "the database's answer to commit verification contradicts its own history"
+            }
+        }
+    }
 }
 
 /// What an attempt leaves behind to verify its COMMIT with.
@@ -64,6 +101,35 @@ pub(crate) enum Evidence {
     Xact(XactIdentity),
     /// The marker inserted with it.
     Marker(String),
+}
+
+impl Evidence {
+    /// How a person settles the outcome later, when the evidence still can: the check
+    /// verification would have made (see "Settling `CommitUnknown` by hand" in the
+    /// guide).
+    fn hand_check(&self, why: Unsettled, marker_table: &str) -> Option<String> {
+        match (self, why) {
+            (Evidence::Marker(marker), _) => {
+                Some(format!("its commit marker is '{marker}' in {marker_table}"))
+            }
+            (Evidence::Xact(identity), Unsettled::NoAnswer) => Some(format!(
+                "its transaction id is {}: pg_xact_status('{}') tells, on the server it \
+                 ran on, as long as that server has not restarted or failed over",
+                identity.xid(),
+                identity.xid()
+            )),
+            (Evidence::Xact(_), _) => None,
+        }
+    }
+
+    /// The sentence a `CommitUnknown` ends with after verification could not settle
+    /// it: why, and how to settle it later.
+    pub(crate) fn unsettled(&self, why: Unsettled, marker_table: &str) -> String {
+        match self.hand_check(why, marker_table) {
+            Some(check) => format!("{} ({check})", why.sentence()),
+            None => why.sentence().to_owned(),
+        }
+    }
 }
 
 impl CommitVerification {

@@ -37,7 +37,7 @@ use crate::call::Call;
 use crate::classify::cause_of;
 #[cfg(doc)]
 use crate::verification::CommitVerification;
-use crate::verification::{Probes, Verdict};
+use crate::verification::{Probes, Unsettled, Verdict};
 
 /// Ends BEGIN's simple query: the transaction's id.
 pub(crate) const NOTE_XID: &str = "SELECT pg_current_xact_id()";
@@ -95,6 +95,11 @@ pub(crate) struct XactIdentity {
 impl XactIdentity {
     pub(crate) fn new(xid: u64, backend: Backend) -> XactIdentity {
         XactIdentity { xid, backend }
+    }
+
+    /// The transaction's 64-bit id.
+    pub(crate) fn xid(&self) -> u64 {
+        self.xid
     }
 }
 
@@ -180,7 +185,7 @@ async fn look(
 fn judge(identity: &XactIdentity, history: &ServerHistory, status: Status) -> Option<Verdict> {
     let original = &identity.backend.history;
     if history.system_identifier != original.system_identifier {
-        return Some(Verdict::Unknown);
+        return Some(Verdict::Unknown(Unsettled::OtherCluster));
     }
     if history == original {
         return match status {
@@ -188,12 +193,12 @@ fn judge(identity: &XactIdentity, history: &ServerHistory, status: Status) -> Op
             Status::Aborted => Some(Verdict::NotCommitted),
             Status::InProgress => None,
             // Neither can happen within one history; trust nothing then.
-            Status::Future | Status::Forgotten => Some(Verdict::Unknown),
+            Status::Future | Status::Forgotten => Some(Verdict::Unknown(Unsettled::Contradiction)),
         };
     }
     match status {
         Status::Aborted | Status::InProgress | Status::Future => Some(Verdict::NotCommitted),
-        Status::Committed | Status::Forgotten => Some(Verdict::Unknown),
+        Status::Committed | Status::Forgotten => Some(Verdict::Unknown(Unsettled::IdMayBeReused)),
     }
 }
 
@@ -222,15 +227,6 @@ impl Call<'_> {
                 }
             };
             if let Some(verdict) = judge(identity, &history, status) {
-                if verdict == Verdict::Unknown {
-                    tracing::warn!(
-                        function = self.name(),
-                        ?status,
-                        same_cluster =
-                            history.system_identifier == identity.backend.history.system_identifier,
-                        "the server restarted or failed over since the transaction began: its outcome cannot be told by its id"
-                    );
-                }
                 return verdict;
             }
             // Still open on the server: the original backend has not noticed its
@@ -258,7 +254,7 @@ impl Call<'_> {
                 }
             }
         }
-        Verdict::Unknown
+        Verdict::Unknown(Unsettled::NoAnswer)
     }
 }
 
@@ -299,7 +295,7 @@ mod tests {
         assert_eq!(judge(&identity(), &same, Status::InProgress), None);
         assert_eq!(
             judge(&identity(), &same, Status::Future),
-            Some(Verdict::Unknown)
+            Some(Verdict::Unknown(Unsettled::Contradiction))
         );
     }
 
@@ -312,7 +308,7 @@ mod tests {
         ] {
             assert_eq!(
                 judge(&identity(), &other, Status::Committed),
-                Some(Verdict::Unknown)
+                Some(Verdict::Unknown(Unsettled::IdMayBeReused))
             );
             for status in [Status::Aborted, Status::InProgress, Status::Future] {
                 assert_eq!(
@@ -330,7 +326,7 @@ mod tests {
         other.system_identifier = "9999".into();
         assert_eq!(
             judge(&identity(), &other, Status::Aborted),
-            Some(Verdict::Unknown)
+            Some(Verdict::Unknown(Unsettled::OtherCluster))
         );
     }
 

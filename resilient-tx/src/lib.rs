@@ -120,6 +120,11 @@
 //! [`CommitVerification::Off`] turns verification off: such calls return
 //! `CommitUnknown` after an ambiguous COMMIT.
 //!
+//! When verification cannot settle a COMMIT (no answer before the deadline, say), the
+//! `CommitUnknown` message says why and names the call's marker or transaction id, so
+//! that a person or a reconciliation job can settle it later:
+//! [the guide](guide#settling-commitunknown-by-hand) shows how.
+//!
 //! ```no_run
 //! # async fn example() -> Result<(), resilient_tx::TxError> {
 //! use resilient_tx::{CommitVerification, Db};

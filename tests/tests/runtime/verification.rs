@@ -1,6 +1,7 @@
 //! Commit verification where the server, not only the connection, is in trouble: an
-//! orphaned transaction left open behind a silent network, and a server that crashes
-//! and recovers between a lost COMMIT reply and its verification.
+//! orphaned transaction left open behind a silent network, a server that crashes
+//! and recovers between a lost COMMIT reply and its verification, and a network that
+//! stays silent until the call's deadline.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -167,6 +168,12 @@ async fn by_status_a_commit_that_survived_a_crash_is_commit_unknown_never_a_gues
     .await;
     let error = result.expect_err("the outcome cannot be proven");
     assert_eq!(error.kind(), ErrorKind::CommitUnknown, "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("restarted or failed over since the transaction began"),
+        "the error says why the id cannot tell: {error}"
+    );
     assert_eq!((runs, events), (1, 1), "committed once, never re-run");
     assert_eq!(db.metrics().ambiguous_unresolved, 1, "{:?}", db.metrics());
 }
@@ -275,4 +282,176 @@ async fn by_marker_row_a_transaction_that_only_read_is_not_marked_and_reruns_aft
         1,
         "still only the write's"
     );
+}
+
+/// Makes the COMMIT of a transaction that set `app.slow_commit` take a second (a
+/// deferred trigger sleeps), long enough for the network to go silent while the
+/// server runs it.
+const SLOW_COMMIT: &str = "
+    CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF current_setting('app.slow_commit', true) = 'on' THEN PERFORM pg_sleep(1); END IF;
+        RETURN NULL;
+    END $$;
+    CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON events
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();";
+
+/// Inserts an event; on the first run only, its COMMIT is slow.
+#[retriable_tx(timeout = "2s", deadline = "6s", retries = 5)]
+async fn add_event_slowly(
+    tx: &mut Tx<'_>,
+    first_run: &AtomicBool,
+    runs: &AtomicU32,
+) -> Result<(), TxError> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    if first_run.swap(false, Ordering::SeqCst) {
+        tx.batch_execute("SET LOCAL app.slow_commit = 'on'").await?;
+    }
+    tx.execute("INSERT INTO events(note) VALUES ('e')", &[])
+        .await?;
+    Ok(())
+}
+
+/// Waits until the backend of `app` is executing COMMIT.
+async fn until_committing(cluster: &PgCluster, app: &str) {
+    let admin = cluster.admin().await.expect("admin");
+    for _ in 0..500 {
+        let committing: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
+                 AND state = 'active' AND query = 'COMMIT'",
+                &[&app],
+            )
+            .await
+            .expect("activity")
+            .get(0);
+        if committing > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the call never reached COMMIT");
+}
+
+/// The text after `label` in `message`, up to the first character `end` refuses.
+fn named_in(message: &str, label: &str, end: impl Fn(char) -> bool) -> String {
+    let (_, after) = message
+        .split_once(label)
+        .unwrap_or_else(|| panic!("the error names {label:?}: {message}"));
+    after.chars().take_while(|c| !end(*c)).collect()
+}
+
+/// The network goes silent while the server is executing COMMIT: the COMMIT
+/// completes, its reply is held, and no probe reaches the server until the call's
+/// deadline. The call neither runs again nor claims success: `CommitUnknown` at its
+/// deadline, not before and not long after, saying why and naming what settles the
+/// outcome by hand. Returns that error; afterwards the network is healed and the same
+/// `Db` has written a second event.
+async fn silent_while_commit_runs(verification: CommitVerification) -> (TxError, PgCluster) {
+    let cluster = cluster().await;
+    exec(&cluster, SCHEMA).await;
+    exec(&cluster, SLOW_COMMIT).await;
+    let proxy = FaultProxy::start(cluster.socket_addr())
+        .await
+        .expect("proxy");
+    let url = crate::common::with_app_name(&cluster.url_via(&proxy), "silenced");
+    let db = single_connection_db(&url, verification).await;
+    db.migrate().await.expect("runtime tables");
+    let (first_run, runs) = (AtomicBool::new(true), AtomicU32::new(0));
+
+    let started = Instant::now();
+    let silence = async {
+        until_committing(&cluster, "silenced").await;
+        proxy.blackhole();
+    };
+    let (result, ()) = tokio::join!(add_event_slowly(&db, &first_run, &runs), silence);
+    let elapsed = started.elapsed();
+    eprintln!("{result:?} after {elapsed:?}");
+
+    let error = result.expect_err("nothing can be known behind a silent network");
+    assert_eq!(error.kind(), ErrorKind::CommitUnknown, "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("got no answer from the database before the call's deadline"),
+        "{error}"
+    );
+    assert!(
+        (Duration::from_secs(5)..Duration::from_secs(12)).contains(&elapsed),
+        "verification kept trying until the 6 s deadline, then stopped: {elapsed:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "never run again blindly");
+    let metrics = db.metrics();
+    assert_eq!(
+        (metrics.ambiguous_commits, metrics.ambiguous_unresolved),
+        (1, 1),
+        "{metrics:?}"
+    );
+    assert_eq!(
+        scalar(&cluster, "SELECT count(*) FROM events").await,
+        1,
+        "the COMMIT completed on the server"
+    );
+
+    proxy.pass();
+    add_event_slowly(&db, &first_run, &runs)
+        .await
+        .expect("the healed network serves the same Db");
+    assert_eq!(
+        scalar(&cluster, "SELECT count(*) FROM events").await,
+        2,
+        "one event per call that ran"
+    );
+    (error, cluster)
+}
+
+/// By marker row, the error names the marker, and the guide's check by hand ("Settling
+/// `CommitUnknown` by hand") finds the original transaction's marker: applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_marker_row_a_silent_network_until_the_deadline_is_commit_unknown_with_the_marker() {
+    let (error, cluster) = silent_while_commit_runs(CommitVerification::MarkerRow).await;
+    let message = error.to_string();
+    let marker = named_in(&message, "its commit marker is '", |c| c == '\'');
+    assert_eq!(marker.len(), 32, "{message}");
+    assert!(
+        message.contains("in resilient_tx.commit_markers"),
+        "{message}"
+    );
+    let admin = cluster.admin().await.expect("admin");
+    let check = admin
+        .simple_query(&format!(
+            "BEGIN;
+             INSERT INTO resilient_tx.commit_markers (id, by_probe)
+                 VALUES ('{marker}', true) ON CONFLICT DO NOTHING;
+             SELECT by_probe FROM resilient_tx.commit_markers WHERE id = '{marker}';
+             COMMIT;"
+        ))
+        .await
+        .expect("the check by hand");
+    let by_probe = check.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+        _ => None,
+    });
+    assert_eq!(
+        by_probe.as_deref(),
+        Some("f"),
+        "the original's marker: applied"
+    );
+}
+
+/// By transaction status, the error names the transaction id, and `pg_xact_status`
+/// of it, as the guide says, tells that it committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_status_a_silent_network_until_the_deadline_is_commit_unknown_with_the_id() {
+    let (error, cluster) = silent_while_commit_runs(CommitVerification::TransactionId).await;
+    let message = error.to_string();
+    let xid = named_in(&message, "its transaction id is ", |c| !c.is_ascii_digit());
+    assert!(!xid.is_empty(), "{message}");
+    let admin = cluster.admin().await.expect("admin");
+    let status: String = admin
+        .query_one(&format!("SELECT pg_xact_status('{xid}')::text"), &[])
+        .await
+        .expect("pg_xact_status")
+        .get(0);
+    assert_eq!(status, "committed", "{message}");
 }
