@@ -38,3 +38,24 @@ pub async fn scalar(cluster: &PgCluster, sql: &str) -> i64 {
     let admin = cluster.admin().await.expect("admin connection");
     admin.query_one(sql, &[]).await.expect("query").get(0)
 }
+
+/// Waits until the backend of `app` is executing COMMIT.
+pub async fn until_committing(cluster: &PgCluster, app: &str) {
+    let admin = cluster.admin().await.expect("admin");
+    for _ in 0..500 {
+        let committing: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
+                 AND state = 'active' AND query = 'COMMIT'",
+                &[&app],
+            )
+            .await
+            .expect("activity")
+            .get(0);
+        if committing > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the call never reached COMMIT");
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use resilient_tx::{CommitVerification, ErrorKind, Tx, TxError, retriable_tx};
 
-use crate::common::{cluster, db, exec, scalar, with_app_name};
+use crate::common::{cluster, db, exec, scalar, until_committing, with_app_name};
 
 #[retriable_tx(idempotency_key = request_id)]
 async fn create_order(tx: &mut Tx<'_>, request_id: &str, runs: &AtomicU32) -> Result<i32, TxError> {
@@ -128,24 +128,8 @@ async fn slow_commit_schema(cluster: &resilient_tx_testkit::PgCluster) {
 
 /// Waits until the app's backend is executing COMMIT, then terminates it.
 async fn kill_during_commit(cluster: &resilient_tx_testkit::PgCluster, app: &str) {
-    let admin = cluster.admin().await.expect("admin");
-    for _ in 0..200 {
-        let committing: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
-                 AND state = 'active' AND query = 'COMMIT'",
-                &[&app],
-            )
-            .await
-            .expect("activity")
-            .get(0);
-        if committing > 0 {
-            cluster.terminate_backends(app).await.expect("terminate");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the call never reached COMMIT");
+    until_committing(cluster, app).await;
+    cluster.terminate_backends(app).await.expect("terminate");
 }
 
 /// What the three payment functions below do: insert a payment and, on the first

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use resilient_tx::{CommitVerification, Db, ErrorKind, Tx, TxError, retriable_tx};
 use resilient_tx_testkit::{CutPoint, FaultProxy, PgCluster};
 
-use crate::common::{cluster, exec, scalar};
+use crate::common::{cluster, exec, scalar, until_committing, with_app_name};
 
 const SCHEMA: &str = "CREATE TABLE events(id serial PRIMARY KEY, note text)";
 
@@ -312,27 +312,6 @@ async fn add_event_slowly(
     Ok(())
 }
 
-/// Waits until the backend of `app` is executing COMMIT.
-async fn until_committing(cluster: &PgCluster, app: &str) {
-    let admin = cluster.admin().await.expect("admin");
-    for _ in 0..500 {
-        let committing: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
-                 AND state = 'active' AND query = 'COMMIT'",
-                &[&app],
-            )
-            .await
-            .expect("activity")
-            .get(0);
-        if committing > 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the call never reached COMMIT");
-}
-
 /// The text after `label` in `message`, up to the first character `end` refuses.
 fn named_in(message: &str, label: &str, end: impl Fn(char) -> bool) -> String {
     let (_, after) = message
@@ -354,7 +333,7 @@ async fn silent_while_commit_runs(verification: CommitVerification) -> (TxError,
     let proxy = FaultProxy::start(cluster.socket_addr())
         .await
         .expect("proxy");
-    let url = crate::common::with_app_name(&cluster.url_via(&proxy), "silenced");
+    let url = with_app_name(&cluster.url_via(&proxy), "silenced");
     let db = single_connection_db(&url, verification).await;
     db.migrate().await.expect("runtime tables");
     let (first_run, runs) = (AtomicBool::new(true), AtomicU32::new(0));
