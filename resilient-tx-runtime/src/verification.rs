@@ -64,8 +64,8 @@ pub(crate) enum Unsettled {
     /// No probe got an answer before the call's deadline.
     NoAnswer,
     /// The server restarted, crashed or failed over since BEGIN and says the id
-    /// committed (or no longer knows it); ids can be handed out again after a recovery, so it may be another
-    /// transaction's.
+    /// committed (or no longer knows it); ids can be handed out again after a
+    /// recovery, so it may be another transaction's.
     IdMayBeReused,
     /// The server that answers is not the cluster the transaction ran on.
     OtherCluster,
@@ -80,8 +80,9 @@ impl Unsettled {
                 "commit verification got no answer from the database before the call's deadline"
             }
             Unsettled::IdMayBeReused => {
-                "the database restarted or failed over since the transaction began, so its \
-                 transaction id may since belong to another transaction and cannot tell"
+                "the database restarted or failed over since the transaction began, and \
+                 since then its transaction id may belong to another transaction, so its \
+                 status proves nothing"
             }
             Unsettled::OtherCluster => {
                 "commit verification reached another database cluster than the one the \
