@@ -59,3 +59,21 @@ pub async fn until_committing(cluster: &PgCluster, app: &str) {
     }
     panic!("the call never reached COMMIT");
 }
+
+/// Makes COMMIT take `seconds` (a deferred trigger on `table` sleeps) when the
+/// transaction set `app.slow_commit`, so a test can strike while COMMIT is in flight.
+pub async fn slow_commit_on(cluster: &PgCluster, table: &str, seconds: u32) {
+    exec(
+        cluster,
+        &format!(
+            "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF current_setting('app.slow_commit', true) = 'on' THEN PERFORM pg_sleep({seconds}); END IF;
+                 RETURN NULL;
+             END $$;
+             CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON {table}
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();"
+        ),
+    )
+    .await;
+}

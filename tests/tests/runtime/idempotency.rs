@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use resilient_tx::{CommitVerification, ErrorKind, Tx, TxError, retriable_tx};
 
-use crate::common::{cluster, db, exec, scalar, until_committing, with_app_name};
+use crate::common::{cluster, db, exec, scalar, slow_commit_on, until_committing, with_app_name};
 
 #[retriable_tx(idempotency_key = request_id)]
 async fn create_order(tx: &mut Tx<'_>, request_id: &str, runs: &AtomicU32) -> Result<i32, TxError> {
@@ -114,16 +114,10 @@ async fn concurrent_calls_with_one_key_apply_once_and_agree() {
 async fn slow_commit_schema(cluster: &resilient_tx_testkit::PgCluster) {
     exec(
         cluster,
-        "CREATE TABLE payments(id serial PRIMARY KEY, note text);
-         CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-             IF current_setting('app.slow_commit', true) = 'on' THEN PERFORM pg_sleep(5); END IF;
-             RETURN NULL;
-         END $$;
-         CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON payments
-             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();",
+        "CREATE TABLE payments(id serial PRIMARY KEY, note text)",
     )
     .await;
+    slow_commit_on(cluster, "payments", 5).await;
 }
 
 /// Waits until the app's backend is executing COMMIT, then terminates it.

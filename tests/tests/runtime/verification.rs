@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use resilient_tx::{CommitVerification, Db, ErrorKind, Tx, TxError, retriable_tx};
 use resilient_tx_testkit::{CutPoint, FaultProxy, PgCluster};
 
-use crate::common::{cluster, exec, scalar, until_committing, with_app_name};
+use crate::common::{cluster, exec, scalar, slow_commit_on, until_committing, with_app_name};
 
 const SCHEMA: &str = "CREATE TABLE events(id serial PRIMARY KEY, note text)";
 
@@ -284,18 +284,6 @@ async fn by_marker_row_a_transaction_that_only_read_is_not_marked_and_reruns_aft
     );
 }
 
-/// Makes the COMMIT of a transaction that set `app.slow_commit` take a second (a
-/// deferred trigger sleeps), long enough for the network to go silent while the
-/// server runs it.
-const SLOW_COMMIT: &str = "
-    CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        IF current_setting('app.slow_commit', true) = 'on' THEN PERFORM pg_sleep(1); END IF;
-        RETURN NULL;
-    END $$;
-    CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON events
-        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();";
-
 /// Inserts an event; on the first run only, its COMMIT is slow.
 #[retriable_tx(timeout = "2s", deadline = "6s", retries = 5)]
 async fn add_event_slowly(
@@ -329,7 +317,8 @@ fn named_in(message: &str, label: &str, end: impl Fn(char) -> bool) -> String {
 async fn silent_while_commit_runs(verification: CommitVerification) -> (TxError, PgCluster) {
     let cluster = cluster().await;
     exec(&cluster, SCHEMA).await;
-    exec(&cluster, SLOW_COMMIT).await;
+    // A second: long enough for the network to go silent while the server runs it.
+    slow_commit_on(&cluster, "events", 1).await;
     let proxy = FaultProxy::start(cluster.socket_addr())
         .await
         .expect("proxy");
