@@ -14,10 +14,40 @@ use tokio::time::Instant;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, SimpleQueryMessage, Statement};
 
-use crate::classify::{Failure, Phase, client_timeout, to_tx_error};
-use crate::error::TxError;
+use crate::classify::{Phase, client_timeout, to_tx_error};
+use crate::connection::{Backend, note_backend};
+use crate::error::{Failure, TxError};
+use crate::policy::Policy;
 use crate::pool::Pooled;
-use crate::xact_status::{XactIdentity, note_backend};
+
+/// Ends BEGIN's simple query when commit verification by transaction status needs the
+/// transaction's id.
+const NOTE_XID: &str = "SELECT pg_current_xact_id()";
+
+/// The BEGIN sent with the first statement: isolation, access mode, the statement
+/// timeout and, when `note_xid`, the `SELECT` that tells the transaction's id, in one
+/// simple query so none of it costs a round trip of its own.
+pub(crate) fn begin_sql(policy: &Policy, note_xid: bool) -> String {
+    let mut sql = String::from("BEGIN");
+    if let Some(isolation) = policy.isolation {
+        sql.push_str(" ISOLATION LEVEL ");
+        sql.push_str(isolation.as_sql());
+    }
+    if policy.read_only {
+        sql.push_str(" READ ONLY");
+    }
+    if let Some(timeout) = policy.timeout {
+        sql.push_str(&format!(
+            "; SET LOCAL statement_timeout = {}",
+            timeout.as_millis().max(1)
+        ));
+    }
+    if note_xid {
+        sql.push_str("; ");
+        sql.push_str(NOTE_XID);
+    }
+    sql
+}
 
 /// Something a [`Tx`] can run: SQL text (prepared once per connection and cached) or a
 /// statement prepared with [`Tx::prepare`].
@@ -230,9 +260,9 @@ impl<'db> Tx<'db> {
         Ok(())
     }
 
-    /// The transaction as verification finds it again, once BEGIN noted it.
-    pub(crate) fn xact_identity(&self) -> Option<XactIdentity> {
-        Some(XactIdentity::new(self.xid?, self.conn.backend.clone()?))
+    /// The transaction's id and the backend it runs on, once BEGIN noted them.
+    pub(crate) fn noted_xact(&self) -> Option<(u64, Backend)> {
+        Some((self.xid?, self.conn.backend.clone()?))
     }
 
     /// Sends COMMIT, preceded in the same flight by the commit marker's insert when
@@ -276,7 +306,7 @@ impl<'db> Tx<'db> {
             Err(()) => client_timeout(Phase::Commit, self.timer),
         };
         if result.failure().discards_connection() {
-            self.conn.broken = true;
+            self.conn.condemn();
         }
         Err(result)
     }
@@ -290,7 +320,7 @@ impl<'db> Tx<'db> {
         }
         self.finished = true;
         if self.in_flight || self.conn.is_unusable() {
-            self.conn.broken = true;
+            self.conn.condemn();
             return;
         }
         // The first poll of a simple query puts it on the connection's queue; what
@@ -336,7 +366,7 @@ impl<'db> Tx<'db> {
         };
         let failure = error.failure();
         if failure.discards_connection() {
-            self.conn.broken = true;
+            self.conn.condemn();
         }
         if failure == Failure::StalePlan {
             self.conn.forget_statements();
@@ -413,5 +443,30 @@ impl fmt::Debug for Tx<'_> {
             .field("begun", &self.pending_begin.is_none())
             .field("poisoned", &self.poisoned.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::policy::Isolation;
+
+    #[test]
+    fn begin_carries_isolation_access_mode_timeout_and_the_id() {
+        assert_eq!(begin_sql(&Policy::default(), false), "BEGIN");
+        let policy = Policy::default()
+            .isolation(Isolation::Serializable)
+            .read_only()
+            .timeout(Duration::from_millis(1500));
+        assert_eq!(
+            begin_sql(&policy, false),
+            "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY; SET LOCAL statement_timeout = 1500"
+        );
+        assert_eq!(
+            begin_sql(&Policy::default(), true),
+            "BEGIN; SELECT pg_current_xact_id()"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! Snapshots of the pool for status endpoints.
 
-use crate::pool::Pool;
+use super::Pool;
 
 /// The pool at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,15 +19,16 @@ pub struct PoolStatus {
     pub waiting: u64,
 }
 
-impl PoolStatus {
-    pub(crate) fn of(pool: &Pool) -> PoolStatus {
-        let state = pool.pool.state();
+impl Pool {
+    /// A snapshot of this pool.
+    pub(crate) fn status(&self) -> PoolStatus {
+        let state = self.pool.state();
         PoolStatus {
-            max_size: pool.max_size,
+            max_size: self.max_size,
             connections: state.connections,
             idle: state.idle_connections,
             in_use: state.connections.saturating_sub(state.idle_connections),
-            waiting: pool.waiting.load(std::sync::atomic::Ordering::Relaxed),
+            waiting: self.waiting.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }

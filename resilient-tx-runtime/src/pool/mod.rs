@@ -1,6 +1,7 @@
-//! Checking connections out of the bb8 pool: stale ones replaced without an error and
-//! without a round trip in the common case, and a pool timeout turned into an error
-//! that says whether the database is down or the pool is merely busy.
+//! The pool: bb8 over the runtime's own connection [`manager`], checkouts that replace
+//! stale connections without an error and without a round trip in the common case, a
+//! pool timeout turned into an error that says whether the database is down or the
+//! pool is merely busy, and [`Session`]s for work outside a transaction attempt.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,27 +10,48 @@ use std::time::{Duration, Instant};
 use bb8::{PooledConnection, RunError};
 use tokio_postgres::SimpleQueryMessage;
 
-use crate::classify::{Failure, Phase, client_timeout, human};
-use crate::error::TxError;
-use crate::manager::{Manager, PoolHealth};
+use crate::classify::{Phase, client_timeout, human};
+use crate::error::{Failure, TxError};
 use crate::metrics::Counters;
+
+mod health;
+mod manager;
+mod session;
+mod status;
+
+pub(crate) use health::PoolHealth;
+pub(crate) use session::Session;
+pub use status::PoolStatus;
+
+use manager::Manager;
+
+/// How a pool opens and keeps connections.
+#[derive(Debug, Clone)]
+pub(crate) struct PoolSettings {
+    pub(crate) max_size: u32,
+    pub(crate) min_idle: Option<u32>,
+    pub(crate) pool_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) max_lifetime: Option<Duration>,
+}
 
 /// A checked-out connection.
 pub(crate) type Pooled<'a> = PooledConnection<'a, Manager>;
 
 /// The pool and what it knows about the database.
 pub(crate) struct Pool {
-    pub(crate) pool: bb8::Pool<Manager>,
+    pool: bb8::Pool<Manager>,
     pub(crate) health: Arc<PoolHealth>,
-    pub(crate) counters: Arc<Counters>,
-    pub(crate) max_size: u32,
+    counters: Arc<Counters>,
+    max_size: u32,
     pub(crate) pool_timeout: Duration,
     /// The URL asks for a writable server: a suspect connection is checked for that.
-    pub(crate) requires_writable: bool,
+    requires_writable: bool,
     /// Callers waiting in `acquire`. bb8's own count of pending gets never goes down
     /// for a get that was abandoned (as `acquire` does when a connect fails), so the
     /// wrapper keeps its own.
-    pub(crate) waiting: AtomicU64,
+    waiting: AtomicU64,
 }
 
 /// Counts one waiting caller for as long as it lives.
@@ -49,6 +71,53 @@ impl Drop for Waiting<'_> {
 }
 
 impl Pool {
+    /// A pool of connections to `hosts` (one config per host of the URL, tried in
+    /// order). Opens nothing yet: connections are made on demand.
+    pub(crate) fn new(
+        hosts: Vec<tokio_postgres::Config>,
+        settings: &PoolSettings,
+        counters: &Arc<Counters>,
+    ) -> Pool {
+        let requires_writable = hosts.iter().any(|config| {
+            config.get_target_session_attrs()
+                == tokio_postgres::config::TargetSessionAttrs::ReadWrite
+        });
+        let health = Arc::new(PoolHealth::default());
+        let manager = Manager {
+            hosts,
+            connect_timeout: settings.connect_timeout,
+            health: health.clone(),
+            counters: counters.clone(),
+        };
+        let pool = bb8::Pool::builder()
+            .max_size(settings.max_size)
+            .min_idle(settings.min_idle)
+            .connection_timeout(settings.pool_timeout)
+            .idle_timeout(settings.idle_timeout)
+            .max_lifetime(settings.max_lifetime)
+            // A round trip per checkout is the cost this runtime avoids; stale
+            // connections are caught at checkout instead.
+            .test_on_check_out(false)
+            // One connect per attempt: the attempt loop paces reconnects with its own
+            // backoff, deadline and retry budget.
+            .retry_connection(false)
+            .build_unchecked(manager);
+        Pool {
+            pool,
+            health,
+            counters: counters.clone(),
+            max_size: settings.max_size,
+            pool_timeout: settings.pool_timeout,
+            requires_writable,
+            waiting: AtomicU64::new(0),
+        }
+    }
+
+    /// A connection for work outside a transaction attempt, within `bound`.
+    pub(crate) async fn session(&self, bound: Duration) -> Result<Session<'_>, TxError> {
+        Ok(Session::new(self.acquire(bound).await?))
+    }
+
     /// Checks out a usable connection within `bound`.
     ///
     /// A connection whose socket is known closed is discarded and replaced at no cost.
@@ -79,7 +148,7 @@ impl Pool {
                 Err(_) => return Err(self.timeout_error(bound)),
             };
             if conn.is_unusable() {
-                conn.broken = true;
+                conn.condemn();
                 self.counters.stale_connection_replaced();
                 continue;
             }
@@ -87,7 +156,7 @@ impl Pool {
                 match tokio::time::timeout_at(deadline, self.verify(&mut conn)).await {
                     Ok(true) => conn.verified_at = Instant::now(),
                     Ok(false) | Err(_) => {
-                        conn.broken = true;
+                        conn.condemn();
                         self.counters.stale_connection_replaced();
                         continue;
                     }

@@ -1,12 +1,17 @@
-//! One pooled PostgreSQL connection: the client, its prepared-statement cache, and the
-//! flag that keeps a connection whose attempt was abandoned out of the pool.
+//! One pooled PostgreSQL connection: the client, its prepared-statement cache, the
+//! server backend behind it ([`backend`]), and the flag that keeps a condemned
+//! connection out of the pool.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use tokio_postgres::{Client, Statement};
 
-use crate::xact_status::Backend;
+mod backend;
+
+pub(crate) use backend::{
+    Backend, HISTORY_NOW, ServerHistory, first_row, history_now, note_backend,
+};
 
 /// How many prepared statements one connection keeps. Applications run a bounded set
 /// of statements; the cap only guards against SQL built with inlined values.
@@ -16,10 +21,9 @@ const STATEMENT_CACHE_CAPACITY: usize = 512;
 pub(crate) struct PgConnection {
     pub(crate) client: Client,
     statements: HashMap<String, Statement>,
-    /// Set when an attempt on this connection was abandoned or hit a fatal error; the
-    /// pool then closes the connection instead of handing it out again (bb8 has no API
-    /// to mark a checked-out connection broken).
-    pub(crate) broken: bool,
+    /// Set by [`PgConnection::condemn`]; the pool then closes the connection instead
+    /// of handing it out again (bb8 has no API to mark a checked-out connection broken).
+    broken: bool,
     /// When this connection last proved it works; a connection older than the pool's
     /// last sign of trouble is checked before use.
     pub(crate) verified_at: Instant,
@@ -59,6 +63,13 @@ impl PgConnection {
     /// Forgets every prepared statement (after the schema changed under them).
     pub(crate) fn forget_statements(&mut self) {
         self.statements.clear();
+    }
+
+    /// Keeps this connection out of the pool: its state is unknown (a request was
+    /// abandoned or failed in a way that may have left it mid-transaction) or it is
+    /// dead.
+    pub(crate) fn condemn(&mut self) {
+        self.broken = true;
     }
 
     /// Whether the connection can no longer be used, known without a round trip.

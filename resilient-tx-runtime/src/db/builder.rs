@@ -1,0 +1,241 @@
+//! [`DbBuilder`]: the settings of a [`Db`], checked and turned into pools when built.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Db;
+use crate::budget::{RetryBudget, RetryBudgetConfig};
+use crate::error::TxError;
+use crate::metrics::Counters;
+use crate::outcome::CommitVerification;
+use crate::policy::Policy;
+use crate::pool::{Pool, PoolSettings};
+use crate::shared::Shared;
+use crate::tables::{DEFAULT_KEY_TABLE, DEFAULT_MARKER_TABLE, Tables};
+
+/// Settings of a [`Db`]. Every knob has a production-minded default.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct DbBuilder {
+    url: String,
+    max_size: u32,
+    min_idle: Option<u32>,
+    pool_timeout: Duration,
+    connect_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    max_lifetime: Option<Duration>,
+    tcp_user_timeout: Duration,
+    keepalives_idle: Duration,
+    keepalives_interval: Duration,
+    keepalives_retries: u32,
+    health_timeout: Duration,
+    application_name: Option<String>,
+    policy: Policy,
+    retry_budget: RetryBudgetConfig,
+    idempotency_table: String,
+    commit_marker_table: String,
+    commit_verification: CommitVerification,
+    replica_url: Option<String>,
+}
+
+impl DbBuilder {
+    /// A pool for `url` with this builder's settings.
+    fn pool_for(&self, url: &str, counters: &Arc<Counters>) -> Result<Pool, TxError> {
+        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
+            // tokio-postgres' message names the option at fault, never its value.
+            TxError::config(format!("invalid database URL: {e}"))
+        })?;
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(TxError::config(
+                "sslmode=require is not supported yet: connections are made without TLS",
+            ));
+        }
+        if config.get_hosts().is_empty() {
+            config.host("localhost");
+        }
+        if config.get_application_name().is_none() {
+            config.application_name(self.application_name.as_deref().unwrap_or("resilient-tx"));
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(self.connect_timeout);
+        }
+        config
+            .keepalives(true)
+            .keepalives_idle(self.keepalives_idle)
+            .keepalives_interval(self.keepalives_interval)
+            .keepalives_retries(self.keepalives_retries)
+            .tcp_user_timeout(self.tcp_user_timeout);
+        let settings = PoolSettings {
+            max_size: self.max_size,
+            min_idle: self.min_idle,
+            pool_timeout: self.pool_timeout,
+            connect_timeout: self.connect_timeout,
+            idle_timeout: self.idle_timeout,
+            max_lifetime: self.max_lifetime,
+        };
+        Ok(Pool::new(
+            crate::hosts::per_host(&config),
+            &settings,
+            counters,
+        ))
+    }
+
+    pub(super) fn new(url: &str) -> Self {
+        DbBuilder {
+            url: url.to_owned(),
+            max_size: 10,
+            min_idle: None,
+            pool_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(3),
+            idle_timeout: Some(Duration::from_secs(600)),
+            max_lifetime: Some(Duration::from_secs(30 * 60)),
+            tcp_user_timeout: Duration::from_secs(15),
+            keepalives_idle: Duration::from_secs(15),
+            keepalives_interval: Duration::from_secs(5),
+            keepalives_retries: 3,
+            health_timeout: Duration::from_secs(1),
+            application_name: None,
+            policy: Policy::default(),
+            retry_budget: RetryBudgetConfig::default(),
+            idempotency_table: DEFAULT_KEY_TABLE.to_owned(),
+            commit_marker_table: DEFAULT_MARKER_TABLE.to_owned(),
+            commit_verification: CommitVerification::default(),
+            replica_url: None,
+        }
+    }
+
+    /// Most connections the pool opens (default 10).
+    pub fn max_size(mut self, max_size: u32) -> Self {
+        self.max_size = max_size;
+        self
+    }
+
+    /// Idle connections the pool keeps open (default: none kept ahead of demand).
+    pub fn min_idle(mut self, min_idle: u32) -> Self {
+        self.min_idle = Some(min_idle);
+        self
+    }
+
+    /// Longest wait for a free connection before `PoolExhausted` (default 5 s).
+    pub fn pool_timeout(mut self, pool_timeout: Duration) -> Self {
+        self.pool_timeout = pool_timeout;
+        self
+    }
+
+    /// Bound on the whole connect: TCP, startup, authentication, session checks
+    /// (default 3 s).
+    pub fn connect_timeout(mut self, connect_timeout: Duration) -> Self {
+        self.connect_timeout = connect_timeout;
+        self
+    }
+
+    /// Idle connections above `min_idle` are closed after this long (default 10 min).
+    pub fn idle_timeout(mut self, idle_timeout: Option<Duration>) -> Self {
+        self.idle_timeout = idle_timeout;
+        self
+    }
+
+    /// Connections are closed after this age (default 30 min).
+    pub fn max_lifetime(mut self, max_lifetime: Option<Duration>) -> Self {
+        self.max_lifetime = max_lifetime;
+        self
+    }
+
+    /// How long unacknowledged data may sit on a socket before the kernel drops the
+    /// connection (TCP_USER_TIMEOUT, default 15 s).
+    pub fn tcp_user_timeout(mut self, timeout: Duration) -> Self {
+        self.tcp_user_timeout = timeout;
+        self
+    }
+
+    /// Bound on [`Db::health`] (default 1 s).
+    pub fn health_timeout(mut self, timeout: Duration) -> Self {
+        self.health_timeout = timeout;
+        self
+    }
+
+    /// `application_name` of the connections, unless the URL sets one
+    /// (default `resilient-tx`).
+    pub fn application_name(mut self, name: impl Into<String>) -> Self {
+        self.application_name = Some(name.into());
+        self
+    }
+
+    /// The policy calls use where their attribute says nothing.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The retry budget shared by every call through this `Db`.
+    pub fn retry_budget(mut self, budget: RetryBudgetConfig) -> Self {
+        self.retry_budget = budget;
+        self
+    }
+
+    /// Where idempotency keys are stored: `schema.table` or `table`
+    /// (default `resilient_tx.idempotency_keys`).
+    pub fn idempotency_table(mut self, name: impl Into<String>) -> Self {
+        self.idempotency_table = name.into();
+        self
+    }
+
+    /// Where commit markers are stored: `schema.table` or `table`
+    /// (default `resilient_tx.commit_markers`).
+    pub fn commit_marker_table(mut self, name: impl Into<String>) -> Self {
+        self.commit_marker_table = name.into();
+        self
+    }
+
+    /// How a call without an idempotency key, not marked `idempotent`, settles a
+    /// COMMIT whose reply was lost: by a marker row (the default; settles every case,
+    /// for one more row per transaction), by its transaction's status (no table, but
+    /// a COMMIT that survived a crash or failover is `CommitUnknown`), or not at all.
+    /// See [`CommitVerification`].
+    pub fn commit_verification(mut self, verification: CommitVerification) -> Self {
+        self.commit_verification = verification;
+        self
+    }
+
+    /// A read replica (or several hosts, any of them) that serves `read_only` calls,
+    /// with the same pool settings. Reads fall back to the primary when the replica
+    /// cannot be reached; [`Db::primary_only`] reads your own writes.
+    pub fn read_replica(mut self, url: impl Into<String>) -> Self {
+        self.replica_url = Some(url.into());
+        self
+    }
+
+    /// Builds the `Db`. Does not wait for the database: it fails only when the
+    /// configuration is invalid.
+    pub async fn build(self) -> Result<Db, TxError> {
+        if self.max_size == 0 {
+            return Err(TxError::config("max_size must be at least 1"));
+        }
+        if self.min_idle.is_some_and(|m| m > self.max_size) {
+            return Err(TxError::config("min_idle cannot exceed max_size"));
+        }
+        if self.pool_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(TxError::config(
+                "pool_timeout and connect_timeout must be above zero",
+            ));
+        }
+        let tables = Tables::new(&self.idempotency_table, &self.commit_marker_table)?;
+        let counters = Arc::new(Counters::default());
+        let pool = self.pool_for(&self.url, &counters)?;
+        let replica = match &self.replica_url {
+            Some(url) => Some(self.pool_for(url, &counters)?),
+            None => None,
+        };
+        Ok(Db::new(Shared {
+            pool,
+            replica,
+            policy: self.policy,
+            counters,
+            budget: RetryBudget::new(self.retry_budget),
+            health_timeout: self.health_timeout,
+            tables,
+            commit_verification: self.commit_verification,
+        }))
+    }
+}

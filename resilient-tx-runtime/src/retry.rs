@@ -1,0 +1,381 @@
+//! The retry decision: after a failed attempt, run the call again (after which delay)
+//! or give up (and why). Pure: the attempt loop ([`crate::call`]) feeds it the
+//! failure, its own state, the policy, the clock and a random draw, and carries out
+//! the answer (metrics, logs, the sleep, the retry budget).
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::backoff::{CONNECTION_BACKOFF_FLOOR, full_jitter};
+use crate::error::{Action, Failure};
+use crate::policy::Policy;
+
+/// Lock timeouts (55P03) are retried at most this often: a lock held that long is
+/// rarely released by the next try.
+pub(crate) const LOCK_RETRIES: u32 = 2;
+
+/// Attempts in a row met with silence before the call gives up.
+pub(crate) const SILENT_ATTEMPTS: u32 = 2;
+
+/// What the attempt loop remembers between attempts, for the decision.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RetryState {
+    /// Attempts made so far (1 after the first).
+    pub(crate) attempt: u32,
+    /// Attempts in a row that met silence (a connect or a round trip that never
+    /// answered), the failed one included.
+    pub(crate) silent_attempts: u32,
+}
+
+impl RetryState {
+    /// Counts a failed attempt's silence: silent failures in a row add up, any other
+    /// failure starts the count again.
+    pub(crate) fn record(&mut self, failure: Failure) {
+        if matches!(failure, Failure::ClientTimeout | Failure::ConnectTimeout) {
+            self.silent_attempts += 1;
+        } else {
+            self.silent_attempts = 0;
+        }
+    }
+}
+
+/// What the failed attempt's call is, beyond its policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CallTraits {
+    /// The call has an idempotency key: a retry finds the stored result if the COMMIT
+    /// did land.
+    pub(crate) keyed: bool,
+}
+
+/// The decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// Run the call again after `delay`. `reconnect`: the retry opens or checks a
+    /// connection because the last one failed, so it draws on the retry budget.
+    After { delay: Duration, reconnect: bool },
+    /// Return the failure to the caller.
+    GiveUp(GiveUp),
+}
+
+/// Why a failure ends the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GiveUp {
+    /// Retrying cannot help (a constraint, a statement timeout, an exhausted pool …).
+    NotRetriable,
+    /// The COMMIT outcome is unknown and nothing makes a re-run safe.
+    Ambiguous,
+    /// `retries` are spent (or, for lock timeouts, [`LOCK_RETRIES`]).
+    RetriesSpent,
+    /// The fresh connection of a retry met silence too: the network is partitioned.
+    Silent,
+    /// The next attempt could not start before the call's deadline.
+    Deadline,
+}
+
+/// Decides what follows a failed attempt. `state` already counts the failed attempt
+/// ([`RetryState::record`]); `draw` is a uniform random number in `[0, 1]` that
+/// places the delay within its jitter range.
+pub(crate) fn decide(
+    state: &RetryState,
+    policy: &Policy,
+    call: CallTraits,
+    failure: Failure,
+    now: Instant,
+    deadline: Instant,
+    draw: f64,
+) -> Retry {
+    let action = failure.action();
+    let retriable = match action {
+        Action::Retry | Action::Reconnect => true,
+        // A keyed retry finds the stored result if the COMMIT did land; read-only work
+        // changes nothing, so running it again is always safe.
+        Action::Resolve => policy.idempotent || call.keyed || policy.read_only,
+        Action::Return => false,
+    };
+    if !retriable {
+        return Retry::GiveUp(match action {
+            Action::Resolve => GiveUp::Ambiguous,
+            _ => GiveUp::NotRetriable,
+        });
+    }
+    if state.attempt > policy.retries
+        || (failure == Failure::LockUnavailable && state.attempt > LOCK_RETRIES)
+    {
+        return Retry::GiveUp(GiveUp::RetriesSpent);
+    }
+    if state.silent_attempts >= SILENT_ATTEMPTS {
+        // A dead connection is replaced by the first retry; when the fresh one is met
+        // with silence too, the network is partitioned, and more waiting only keeps
+        // the caller from its error.
+        return Retry::GiveUp(GiveUp::Silent);
+    }
+    let reconnect = action == Action::Reconnect;
+    let delay = match failure {
+        // The schema changed under a cached statement: nothing to wait for.
+        Failure::StalePlan => Duration::ZERO,
+        _ if reconnect => full_jitter(
+            state.attempt,
+            policy.backoff_base.max(CONNECTION_BACKOFF_FLOOR),
+            policy.backoff_max,
+            draw,
+        ),
+        _ => full_jitter(state.attempt, policy.backoff_base, policy.backoff_max, draw),
+    };
+    if now + delay >= deadline {
+        return Retry::GiveUp(GiveUp::Deadline);
+    }
+    Retry::After { delay, reconnect }
+}
+
+#[cfg(test)]
+mod tests {
+    //! One test per rule of the decision.
+
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn state(attempt: u32) -> RetryState {
+        RetryState {
+            attempt,
+            silent_attempts: 0,
+        }
+    }
+
+    fn unkeyed() -> CallTraits {
+        CallTraits { keyed: false }
+    }
+
+    /// The decision for `failure` after `attempt` attempts, far from the deadline,
+    /// with the largest delay its jitter allows.
+    fn after(attempt: u32, policy: &Policy, failure: Failure) -> Retry {
+        let now = Instant::now();
+        decide(
+            &state(attempt),
+            policy,
+            unkeyed(),
+            failure,
+            now,
+            now + 60 * SECOND,
+            1.0,
+        )
+    }
+
+    #[test]
+    fn conflicts_are_retried_with_exponential_backoff_from_the_policy_base() {
+        let policy = Policy::default().backoff(Duration::from_millis(20), 2 * SECOND);
+        for (attempt, ceiling_ms) in [(1, 20), (2, 40), (3, 80)] {
+            assert_eq!(
+                after(attempt, &policy, Failure::Conflict),
+                Retry::After {
+                    delay: Duration::from_millis(ceiling_ms),
+                    reconnect: false
+                },
+                "attempt {attempt}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_draw_places_the_delay_within_the_jitter_range() {
+        let policy = Policy::default().backoff(Duration::from_millis(100), 2 * SECOND);
+        let now = Instant::now();
+        let half = decide(
+            &state(2),
+            &policy,
+            unkeyed(),
+            Failure::Conflict,
+            now,
+            now + 60 * SECOND,
+            0.5,
+        );
+        assert_eq!(
+            half,
+            Retry::After {
+                delay: Duration::from_millis(100),
+                reconnect: false
+            }
+        );
+    }
+
+    #[test]
+    fn connection_failures_reconnect_with_a_backoff_floor() {
+        let policy = Policy::default().backoff(Duration::from_millis(1), 2 * SECOND);
+        for failure in [
+            Failure::ConnectionLost,
+            Failure::Unreachable,
+            Failure::ConnectTimeout,
+            Failure::ReadOnly,
+            Failure::ClientTimeout,
+        ] {
+            assert_eq!(
+                after(1, &policy, failure),
+                Retry::After {
+                    delay: CONNECTION_BACKOFF_FLOOR,
+                    reconnect: true
+                },
+                "{failure:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_stale_plan_is_retried_at_once() {
+        assert_eq!(
+            after(3, &Policy::default(), Failure::StalePlan),
+            Retry::After {
+                delay: Duration::ZERO,
+                reconnect: false
+            }
+        );
+    }
+
+    #[test]
+    fn retries_are_capped_by_the_policy() {
+        let policy = Policy::default().retries(2);
+        assert!(matches!(
+            after(2, &policy, Failure::Conflict),
+            Retry::After { .. }
+        ));
+        assert_eq!(
+            after(3, &policy, Failure::Conflict),
+            Retry::GiveUp(GiveUp::RetriesSpent)
+        );
+    }
+
+    #[test]
+    fn lock_timeouts_are_retried_at_most_lock_retries_times() {
+        let policy = Policy::default().retries(10);
+        assert!(matches!(
+            after(LOCK_RETRIES, &policy, Failure::LockUnavailable),
+            Retry::After { .. }
+        ));
+        assert_eq!(
+            after(LOCK_RETRIES + 1, &policy, Failure::LockUnavailable),
+            Retry::GiveUp(GiveUp::RetriesSpent)
+        );
+    }
+
+    #[test]
+    fn silence_twice_in_a_row_gives_up() {
+        let policy = Policy::default();
+        let mut state = state(1);
+        state.record(Failure::ClientTimeout);
+        let now = Instant::now();
+        let decide_now = |state: &RetryState| {
+            decide(
+                state,
+                &policy,
+                unkeyed(),
+                Failure::ConnectTimeout,
+                now,
+                now + 60 * SECOND,
+                0.0,
+            )
+        };
+        assert!(matches!(decide_now(&state), Retry::After { .. }));
+        state.attempt = 2;
+        state.record(Failure::ConnectTimeout);
+        assert_eq!(decide_now(&state), Retry::GiveUp(GiveUp::Silent));
+        // Any other failure in between starts the count again.
+        state.record(Failure::Conflict);
+        state.record(Failure::ConnectTimeout);
+        assert!(matches!(decide_now(&state), Retry::After { .. }));
+    }
+
+    #[test]
+    fn a_delay_that_reaches_the_deadline_gives_up() {
+        let policy = Policy::default().backoff(SECOND, 2 * SECOND);
+        let now = Instant::now();
+        let decision = decide(
+            &state(1),
+            &policy,
+            unkeyed(),
+            Failure::Conflict,
+            now,
+            now + SECOND,
+            1.0,
+        );
+        assert_eq!(decision, Retry::GiveUp(GiveUp::Deadline));
+        let sooner = decide(
+            &state(1),
+            &policy,
+            unkeyed(),
+            Failure::Conflict,
+            now,
+            now + SECOND,
+            0.5,
+        );
+        assert!(matches!(sooner, Retry::After { .. }));
+    }
+
+    #[test]
+    fn errors_retrying_cannot_fix_return_at_once() {
+        for failure in [
+            Failure::Database,
+            Failure::Aborted,
+            Failure::StatementTimeout,
+            Failure::PoolExhausted,
+            Failure::Config,
+        ] {
+            assert_eq!(
+                after(1, &Policy::default(), failure),
+                Retry::GiveUp(GiveUp::NotRetriable),
+                "{failure:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_commit_is_re_run_only_when_that_is_safe() {
+        let now = Instant::now();
+        let later = now + 60 * SECOND;
+        let plain = Policy::default();
+        assert_eq!(
+            decide(
+                &state(1),
+                &plain,
+                unkeyed(),
+                Failure::CommitUnknown,
+                now,
+                later,
+                0.0
+            ),
+            Retry::GiveUp(GiveUp::Ambiguous)
+        );
+        for policy in [
+            Policy::default().idempotent(),
+            Policy::default().read_only(),
+        ] {
+            assert!(matches!(
+                decide(
+                    &state(1),
+                    &policy,
+                    unkeyed(),
+                    Failure::CommitUnknown,
+                    now,
+                    later,
+                    0.0
+                ),
+                Retry::After {
+                    reconnect: false,
+                    ..
+                }
+            ));
+        }
+        let keyed = CallTraits { keyed: true };
+        assert!(matches!(
+            decide(
+                &state(1),
+                &plain,
+                keyed,
+                Failure::CommitUnknown,
+                now,
+                later,
+                0.0
+            ),
+            Retry::After { .. }
+        ));
+    }
+}
