@@ -24,15 +24,16 @@ pub(crate) enum Phase {
 
 /// Classifies a server-reported error.
 pub(crate) fn classify_db_error(db: &DbError, phase: Phase) -> Failure {
-    classify_server(db.code(), db.severity(), db.message(), phase)
+    classify_server(db.code(), db.severity(), db.routine(), phase)
 }
 
-/// Classifies a server-reported error by its SQLSTATE, severity and message; pure, so
-/// every row of the table has a unit test.
+/// Classifies a server-reported error by its SQLSTATE, severity and the server
+/// function that raised it (never its message: servers speak other languages); pure,
+/// so every row of the table has a unit test.
 pub(crate) fn classify_server(
     code: &SqlState,
     severity: &str,
-    message: &str,
+    routine: Option<&str>,
     phase: Phase,
 ) -> Failure {
     let lost = || {
@@ -76,10 +77,16 @@ pub(crate) fn classify_server(
     if *code == SqlState::IN_FAILED_SQL_TRANSACTION {
         return Failure::Aborted;
     }
-    if *code == SqlState::FEATURE_NOT_SUPPORTED && message.contains("cached plan") {
+    if *code == SqlState::FEATURE_NOT_SUPPORTED && routine == Some("RevalidateCachedQuery") {
+        // "cached plan must not change result type": the schema changed under a
+        // prepared statement.
         return Failure::StalePlan;
     }
-    if *code == SqlState::PROTOCOL_VIOLATION {
+    let fatal = matches!(severity, "FATAL" | "PANIC");
+    if *code == SqlState::PROTOCOL_VIOLATION && !fatal {
+        // A FATAL 08P01 is a pooler losing the server connection ("server conn
+        // crashed?", "pgbouncer cannot connect to server"), handled with the other
+        // 08xxx below; anything else is a client bug the same request repeats.
         return Failure::Database;
     }
     if code.code().starts_with("08") {
@@ -89,7 +96,7 @@ pub(crate) fn classify_server(
             lost()
         };
     }
-    if matches!(severity, "FATAL" | "PANIC") {
+    if fatal {
         return if phase == Phase::Connect {
             // A FATAL at connect that is not one of the codes above is an authentication
             // or catalog problem (28xxx, 3D000): retrying cannot fix it.
@@ -195,6 +202,9 @@ fn describe(err: &tokio_postgres::Error, failure: Failure, phase: Phase) -> Stri
             "the transaction had already failed (an earlier statement error was ignored): {cause}"
         ),
         Failure::StalePlan => format!("a cached statement no longer matches the schema: {cause}"),
+        Failure::StatementsLost => {
+            format!("a prepared statement was not found on the server connection: {cause}")
+        }
         Failure::Database if phase == Phase::Connect => {
             format!("the database refused the connection: {cause}")
         }
@@ -241,11 +251,11 @@ mod tests {
     use crate::error::{Action, ErrorKind};
 
     fn server(code: &str, phase: Phase) -> Failure {
-        classify_server(&SqlState::from_code(code), "ERROR", "", phase)
+        classify_server(&SqlState::from_code(code), "ERROR", None, phase)
     }
 
     fn fatal(code: &str, phase: Phase) -> Failure {
-        classify_server(&SqlState::from_code(code), "FATAL", "", phase)
+        classify_server(&SqlState::from_code(code), "FATAL", None, phase)
     }
 
     #[test]
@@ -372,15 +382,34 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_cached_plan_is_retried() {
+    fn a_stale_cached_plan_is_recognised_by_its_routine_in_any_language() {
         let failure = classify_server(
             &SqlState::FEATURE_NOT_SUPPORTED,
-            "ERROR",
-            "cached plan must not change result type",
+            "FEHLER",
+            Some("RevalidateCachedQuery"),
             Phase::Statement,
         );
         assert_eq!(failure, Failure::StalePlan);
         assert_eq!(failure.action(), Action::Retry);
+        // Another "feature not supported" is the statement's own.
+        let other = classify_server(
+            &SqlState::FEATURE_NOT_SUPPORTED,
+            "ERROR",
+            Some("transformSelectStmt"),
+            Phase::Statement,
+        );
+        assert_eq!(other, Failure::Database);
+    }
+
+    #[test]
+    fn a_pooler_losing_its_server_connection_is_a_lost_connection_by_phase() {
+        // PgBouncer: FATAL 08P01 "server conn crashed?", "pgbouncer cannot connect to
+        // server", query_wait_timeout.
+        assert_eq!(fatal("08P01", Phase::Statement), Failure::ConnectionLost);
+        assert_eq!(fatal("08P01", Phase::Commit), Failure::CommitUnknown);
+        assert_eq!(fatal("08P01", Phase::Connect), Failure::Unreachable);
+        // A non-FATAL protocol violation is the client's own.
+        assert_eq!(server("08P01", Phase::Statement), Failure::Database);
     }
 
     #[test]

@@ -16,23 +16,23 @@ mod budget;
 mod hosts;
 mod policy;
 // taxonomy of failures
-mod classify;
 mod error;
+mod classify;
 mod metrics;
 // connections and pools
 mod connection;
-mod health;
 mod pool;
+mod health;
 // one attempt's transaction
 mod tx;
 // what a call leaves behind and how it is read back
+mod tables;
 mod idempotency;
 mod outcome;
-mod tables;
 // the attempt loop
-mod call;
 mod retry;
 mod shared;
+mod call;
 // the handle applications hold
 mod db;
 

@@ -112,8 +112,9 @@ pub(crate) fn decide(
     }
     let reconnect = action == Action::Reconnect;
     let delay = match failure {
-        // The schema changed under a cached statement: nothing to wait for.
-        Failure::StalePlan => Duration::ZERO,
+        // The schema changed under a cached statement, or a pooler lost it: the next
+        // attempt prepares afresh (or sends it unnamed), nothing to wait for.
+        Failure::StalePlan | Failure::StatementsLost => Duration::ZERO,
         _ if reconnect => full_jitter(
             state.attempt,
             policy.backoff_base.max(CONNECTION_BACKOFF_FLOOR),
@@ -221,14 +222,17 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_plan_is_retried_at_once() {
-        assert_eq!(
-            after(3, &Policy::default(), Failure::StalePlan),
-            Retry::After {
-                delay: Duration::ZERO,
-                reconnect: false
-            }
-        );
+    fn a_stale_plan_or_a_lost_statement_is_retried_at_once() {
+        for failure in [Failure::StalePlan, Failure::StatementsLost] {
+            assert_eq!(
+                after(3, &Policy::default(), failure),
+                Retry::After {
+                    delay: Duration::ZERO,
+                    reconnect: false
+                },
+                "{failure:?}"
+            );
+        }
     }
 
     #[test]

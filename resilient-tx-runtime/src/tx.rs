@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::time::Instant;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row, SimpleQueryMessage, Statement};
 
 use crate::classify::{Phase, client_timeout, to_tx_error};
-use crate::connection::{Backend, note_backend};
+use crate::connection::{Backend, declared_type, note_backend};
 use crate::error::{Failure, TxError};
 use crate::policy::Policy;
 use crate::pool::Pooled;
@@ -148,9 +149,14 @@ impl<'db> Tx<'db> {
     where
         S: ?Sized + TxStatement,
     {
-        self.run(statement.as_query(), async |client, stmt| {
-            client.query(stmt, params).await
-        })
+        self.run(
+            statement.as_query(),
+            params,
+            async |client, target| match target {
+                Target::Prepared(statement) => client.query(statement, params).await,
+                Target::Unnamed(sql, typed) => client.query_typed(sql, typed).await,
+            },
+        )
         .await
     }
 
@@ -159,9 +165,14 @@ impl<'db> Tx<'db> {
     where
         S: ?Sized + TxStatement,
     {
-        self.run(statement.as_query(), async |client, stmt| {
-            client.query_one(stmt, params).await
-        })
+        self.run(
+            statement.as_query(),
+            params,
+            async |client, target| match target {
+                Target::Prepared(statement) => client.query_one(statement, params).await,
+                Target::Unnamed(sql, typed) => client.query_typed_one(sql, typed).await,
+            },
+        )
         .await
     }
 
@@ -174,9 +185,14 @@ impl<'db> Tx<'db> {
     where
         S: ?Sized + TxStatement,
     {
-        self.run(statement.as_query(), async |client, stmt| {
-            client.query_opt(stmt, params).await
-        })
+        self.run(
+            statement.as_query(),
+            params,
+            async |client, target| match target {
+                Target::Prepared(statement) => client.query_opt(statement, params).await,
+                Target::Unnamed(sql, typed) => client.query_typed_opt(sql, typed).await,
+            },
+        )
         .await
     }
 
@@ -185,16 +201,38 @@ impl<'db> Tx<'db> {
     where
         S: ?Sized + TxStatement,
     {
-        self.run(statement.as_query(), async |client, stmt| {
-            client.execute(stmt, params).await
-        })
+        self.run(
+            statement.as_query(),
+            params,
+            async |client, target| match target {
+                Target::Prepared(statement) => client.execute(statement, params).await,
+                Target::Unnamed(sql, typed) => client.execute_typed(sql, typed).await,
+            },
+        )
         .await
     }
 
     /// Prepares a statement (or returns this connection's cached one).
+    ///
+    /// A prepared statement is named and lives on one server connection, so with
+    /// [`DbBuilder::statement_cache(false)`](crate::DbBuilder::statement_cache) (for a
+    /// pooler in transaction mode) this fails: pass the SQL text to the other methods
+    /// instead.
     pub async fn prepare(&mut self, sql: &str) -> Result<Statement, TxError> {
-        self.run(QueryRef::Sql(sql), async |_, stmt| Ok(stmt.clone()))
-            .await
+        self.usable()?;
+        if !self.conn.statements.policy().named() {
+            return Err(TxError::new(
+                Failure::Database,
+                "Tx::prepare needs named prepared statements, which statement_cache(false) \
+                 turns off (as a pooler in transaction mode requires): pass the SQL text to \
+                 query, query_one, query_opt or execute instead",
+            ));
+        }
+        self.run(QueryRef::Sql(sql), &[], async |_, target| match target {
+            Target::Prepared(statement) => Ok(statement.clone()),
+            Target::Unnamed(..) => unreachable!("named statements are on"),
+        })
+        .await
     }
 
     /// Runs one or more statements separated by `;` with the simple query protocol
@@ -207,42 +245,53 @@ impl<'db> Tx<'db> {
         let begin = begin.as_deref().map(|sql| (sql, self.note_xid));
         let work = pipelined(client, begin, client.batch_execute(sql));
         let result = bounded(&mut self.in_flight, self.deadline, work).await;
-        let (xid, ()) = self.settle(result)?;
+        let (xid, ()) = self.settle(result, false)?;
         self.xid = self.xid.or(xid);
         Ok(())
     }
 
-    /// The shared path of every statement: get the prepared statement (cached per
-    /// connection), run it, BEGIN in the same flight when it is the first.
+    /// The shared path of every statement, BEGIN in the same flight when it is the
+    /// first: SQL text runs as this connection's cached prepared statement (prepared
+    /// once), or, with named statements off, unnamed with its parameter types
+    /// declared (parsed, bound and run in one flight).
     async fn run<R>(
         &mut self,
         query: QueryRef<'_>,
-        execute: impl AsyncFnOnce(&Client, &Statement) -> Result<R, tokio_postgres::Error>,
+        params: Params<'_>,
+        execute: impl AsyncFnOnce(&Client, Target<'_>) -> Result<R, tokio_postgres::Error>,
     ) -> Result<R, TxError> {
         self.usable()?;
+        let named = self.conn.statements.policy().named();
+        let typed = match query {
+            QueryRef::Sql(_) if !named => Some(declare_types(params)?),
+            _ => None,
+        };
         self.note_backend().await?;
         let begin = self.pending_begin.take();
         // `Err(sql)`: not prepared on this connection yet.
         let known = match query {
-            QueryRef::Sql(sql) => self.conn.cached(sql).ok_or(sql),
+            QueryRef::Sql(sql) => self.conn.statements.get(sql).ok_or(sql),
             QueryRef::Prepared(statement) => Ok(statement.clone()),
         };
         let client = &self.conn.client;
         let begin = begin.as_deref().map(|sql| (sql, self.note_xid));
         let work = async {
+            if let (Some(typed), QueryRef::Sql(sql)) = (&typed, query) {
+                return Ok((None, execute(client, Target::Unnamed(sql, typed)).await?));
+            }
             let statement = match &known {
                 Ok(statement) => statement.clone(),
                 Err(sql) => client.prepare(sql).await?,
             };
-            let rows = execute(client, &statement).await?;
-            Ok((statement, rows))
+            let rows = execute(client, Target::Prepared(&statement)).await?;
+            Ok((Some(statement), rows))
         };
         let work = pipelined(client, begin, work);
         let result = bounded(&mut self.in_flight, self.deadline, work).await;
-        let (xid, (statement, output)) = self.settle(result)?;
+        let (xid, (statement, output)) = self.settle(result, named && typed.is_none())?;
         self.xid = self.xid.or(xid);
-        if let Err(sql) = known {
-            self.conn.remember(sql, statement);
+        if let (Err(sql), Some(statement)) = (known, statement) {
+            self.conn.statements.insert(sql, statement);
         }
         Ok(output)
     }
@@ -256,7 +305,7 @@ impl<'db> Tx<'db> {
         }
         let work = note_backend(&self.conn.client);
         let result = bounded(&mut self.in_flight, self.deadline, work).await;
-        self.conn.backend = self.settle(result)?;
+        self.conn.backend = self.settle(result, false)?;
         Ok(())
     }
 
@@ -276,32 +325,36 @@ impl<'db> Tx<'db> {
             self.finished = true;
             return Ok(());
         }
-        // The marker's insert is a prepared statement, cached per connection like the
-        // body's: preparing it costs one round trip per connection, not per call.
+        // The marker's insert runs like a body's statement: prepared once per
+        // connection and cached, or unnamed with named statements off.
         let marker = match marker {
-            Some((sql, id)) => Some((self.prepare(sql).await?, id)),
+            Some((sql, id)) => Some((self.marker_statement(sql).await?, sql, id)),
             None => None,
         };
         self.finished = true;
         let client = &self.conn.client;
         let work = async {
-            match &marker {
-                None => client.batch_execute("COMMIT").await,
-                Some((statement, id)) => {
-                    // Back to back: should the insert fail, the COMMIT that follows
-                    // only ends the aborted transaction, and the insert's error is
-                    // what the caller sees.
-                    let (marked, committed) = futures_util::future::join(
-                        client.execute(statement, &[id]),
-                        client.batch_execute("COMMIT"),
-                    )
-                    .await;
-                    marked.and(committed)
+            let Some((statement, sql, id)) = &marker else {
+                return client.batch_execute("COMMIT").await;
+            };
+            // Back to back: should the insert fail, the COMMIT that follows only ends
+            // the aborted transaction, and the insert's error is what the caller sees.
+            let mark = async {
+                match statement {
+                    Some(statement) => client.execute(statement, &[id]).await,
+                    None => client.execute_typed(sql, &[(id, Type::TEXT)]).await,
                 }
-            }
+            };
+            let (marked, committed) =
+                futures_util::future::join(mark, client.batch_execute("COMMIT")).await;
+            marked.and(committed).map(|_| ())
         };
         let result = match bounded(&mut self.in_flight, self.deadline, work).await {
             Ok(Ok(())) => return Ok(()),
+            // The marker's insert failed, so COMMIT only ended an aborted transaction.
+            Ok(Err(e)) if matches!(marker, Some((Some(_), _, _))) => {
+                self.lost_statement(to_tx_error(e, Phase::Commit))
+            }
             Ok(Err(e)) => to_tx_error(e, Phase::Commit),
             Err(()) => client_timeout(Phase::Commit, self.timer),
         };
@@ -309,6 +362,45 @@ impl<'db> Tx<'db> {
             self.conn.condemn();
         }
         Err(result)
+    }
+
+    /// A 26000 (no such prepared statement) or 42P05 (one of that name exists
+    /// already) on a statement the runtime prepared: the server connection is not the
+    /// one it was prepared on (a pooler in transaction mode). Switches the `Db` to
+    /// unnamed statements, saying so once, and makes the error a retriable one.
+    fn lost_statement(&self, error: TxError) -> TxError {
+        let lost = error.sqlstate().is_some_and(|code| {
+            *code == SqlState::INVALID_SQL_STATEMENT_NAME || *code == SqlState::DUPLICATE_PSTATEMENT
+        });
+        if !lost {
+            return error;
+        }
+        if self.conn.statements.policy().stop_naming() {
+            tracing::warn!(
+                cause = error.message(),
+                "prepared statements do not survive between transactions here (a pooler \
+                 in transaction mode?): switching to unnamed statements; set \
+                 DbBuilder::statement_cache(false) to start that way"
+            );
+        }
+        TxError::with_details(
+            Failure::StatementsLost,
+            format!(
+                "a prepared statement was not found on the server connection: {}",
+                error.message()
+            ),
+            error.sqlstate().cloned(),
+            None,
+        )
+    }
+
+    /// The marker insert's cached statement, prepared on first use; `None` when named
+    /// statements are off and it is sent unnamed.
+    async fn marker_statement(&mut self, sql: &str) -> Result<Option<Statement>, TxError> {
+        if !self.conn.statements.policy().named() {
+            return Ok(None);
+        }
+        self.prepare(sql).await.map(Some)
     }
 
     /// Ends the transaction without waiting: ROLLBACK is queued on the connection ahead
@@ -341,15 +433,22 @@ impl<'db> Tx<'db> {
     }
 
     /// Turns a bounded round trip's result into the caller's, poisoning the
-    /// transaction and condemning the connection as the failure requires.
+    /// transaction and condemning the connection as the failure requires. `named`:
+    /// the round trip used a statement the runtime prepared, so a missing or
+    /// duplicate prepared statement is the runtime's, not the body's.
     fn settle<R>(
         &mut self,
         result: Result<Result<R, tokio_postgres::Error>, ()>,
+        named: bool,
     ) -> Result<R, TxError> {
         let error = match result {
             Ok(Ok(output)) => return Ok(output),
             Ok(Err(e)) => to_tx_error(e, Phase::Statement),
             Err(()) => client_timeout(Phase::Statement, self.timer),
+        };
+        let error = match named {
+            true => self.lost_statement(error),
+            false => error,
         };
         let error = if error.failure() == Failure::ReadOnly && self.read_only {
             TxError::with_details(
@@ -369,7 +468,7 @@ impl<'db> Tx<'db> {
             self.conn.condemn();
         }
         if failure == Failure::StalePlan {
-            self.conn.forget_statements();
+            self.conn.statements.policy().invalidate();
         }
         // Client-side checks (row counts, parameter conversion) leave the server's
         // transaction intact; everything else aborts it.
@@ -425,6 +524,35 @@ async fn pipelined<R>(
             Ok((xid, result?))
         }
     }
+}
+
+/// What a statement runs as.
+enum Target<'a> {
+    /// A prepared (named) statement.
+    Prepared(&'a Statement),
+    /// SQL text sent unnamed, with its parameters' declared types.
+    Unnamed(&'a str, &'a [(&'a (dyn ToSql + Sync), Type)]),
+}
+
+/// The parameters with the types to declare for an unnamed statement.
+fn declare_types<'p>(params: Params<'p>) -> Result<Vec<(&'p (dyn ToSql + Sync), Type)>, TxError> {
+    params
+        .iter()
+        .enumerate()
+        .map(|(i, &param)| match declared_type(param) {
+            Some(ty) => Ok((param, ty)),
+            None => Err(TxError::new(
+                Failure::Database,
+                format!(
+                    "parameter ${} has a type that cannot be sent without a prepared \
+                     statement (statement_cache(false)): cast it in the SQL (${}::your_type) \
+                     and pass it as text",
+                    i + 1,
+                    i + 1
+                ),
+            )),
+        })
+        .collect()
 }
 
 impl Drop for Tx<'_> {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::Db;
 use crate::budget::{RetryBudget, RetryBudgetConfig};
+use crate::connection::StatementPolicy;
 use crate::error::TxError;
 use crate::metrics::Counters;
 use crate::outcome::CommitVerification;
@@ -37,11 +38,17 @@ pub struct DbBuilder {
     commit_marker_table: String,
     commit_verification: CommitVerification,
     replica_url: Option<String>,
+    statement_cache: bool,
 }
 
 impl DbBuilder {
     /// A pool for `url` with this builder's settings.
-    fn pool_for(&self, url: &str, counters: &Arc<Counters>) -> Result<Pool, TxError> {
+    fn pool_for(
+        &self,
+        url: &str,
+        counters: &Arc<Counters>,
+        statements: &Arc<StatementPolicy>,
+    ) -> Result<Pool, TxError> {
         let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
             // tokio-postgres' message names the option at fault, never its value.
             TxError::config(format!("invalid database URL: {e}"))
@@ -73,6 +80,7 @@ impl DbBuilder {
             connect_timeout: self.connect_timeout,
             idle_timeout: self.idle_timeout,
             max_lifetime: self.max_lifetime,
+            statements: statements.clone(),
         };
         Ok(Pool::new(
             crate::hosts::per_host(&config),
@@ -102,6 +110,7 @@ impl DbBuilder {
             commit_marker_table: DEFAULT_MARKER_TABLE.to_owned(),
             commit_verification: CommitVerification::default(),
             replica_url: None,
+            statement_cache: true,
         }
     }
 
@@ -198,6 +207,18 @@ impl DbBuilder {
         self
     }
 
+    /// Whether statements are prepared once per connection and reused (default
+    /// `true`). `false` for a pooler in transaction mode (PgBouncer before 1.21), where
+    /// the next transaction may run on another server connection: the runtime then
+    /// never creates a named prepared statement, and sends each statement unnamed
+    /// (parsed, bound and run in one flight, at the price of a parse per statement).
+    /// With the cache on, a prepared statement the server connection turns out not to
+    /// have switches the `Db` to unnamed statements by itself, with a warning.
+    pub fn statement_cache(mut self, enabled: bool) -> Self {
+        self.statement_cache = enabled;
+        self
+    }
+
     /// A read replica (or several hosts, any of them) that serves `read_only` calls,
     /// with the same pool settings. Reads fall back to the primary when the replica
     /// cannot be reached; [`Db::primary_only`] reads your own writes.
@@ -222,9 +243,10 @@ impl DbBuilder {
         }
         let tables = Tables::new(&self.idempotency_table, &self.commit_marker_table)?;
         let counters = Arc::new(Counters::default());
-        let pool = self.pool_for(&self.url, &counters)?;
+        let statements = StatementPolicy::new(self.statement_cache);
+        let pool = self.pool_for(&self.url, &counters, &statements)?;
         let replica = match &self.replica_url {
-            Some(url) => Some(self.pool_for(url, &counters)?),
+            Some(url) => Some(self.pool_for(url, &counters, &statements)?),
             None => None,
         };
         Ok(Db::new(Shared {

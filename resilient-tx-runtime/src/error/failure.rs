@@ -27,6 +27,10 @@ pub(crate) enum Failure {
     ClientTimeout,
     /// A cached prepared statement no longer matches the schema; drop the cache and retry.
     StalePlan,
+    /// A statement the runtime prepared is not on the server connection (26000) or
+    /// another of its name is (42P05): a pooler in transaction mode moved the session
+    /// to another server connection. Named statements are switched off; retry.
+    StatementsLost,
     /// The connection was lost while COMMIT was in flight: the outcome is unknown.
     CommitUnknown,
     /// 25P02: the body swallowed an earlier error and went on.
@@ -54,9 +58,10 @@ impl Failure {
     /// The kind the caller sees when this failure ends the call.
     pub(crate) fn kind(self) -> ErrorKind {
         match self {
-            Failure::Conflict | Failure::LockUnavailable | Failure::StalePlan => {
-                ErrorKind::Conflict
-            }
+            Failure::Conflict
+            | Failure::LockUnavailable
+            | Failure::StalePlan
+            | Failure::StatementsLost => ErrorKind::Conflict,
             Failure::ConnectionLost
             | Failure::Unreachable
             | Failure::ConnectTimeout
@@ -72,7 +77,10 @@ impl Failure {
     /// What to do about it.
     pub(crate) fn action(self) -> Action {
         match self {
-            Failure::Conflict | Failure::LockUnavailable | Failure::StalePlan => Action::Retry,
+            Failure::Conflict
+            | Failure::LockUnavailable
+            | Failure::StalePlan
+            | Failure::StatementsLost => Action::Retry,
             Failure::ConnectionLost
             | Failure::Unreachable
             | Failure::ConnectTimeout
@@ -111,6 +119,7 @@ impl Failure {
             Failure::StatementTimeout => "statement_timeout",
             Failure::ClientTimeout => "client_timeout",
             Failure::StalePlan => "stale_plan",
+            Failure::StatementsLost => "statements_lost",
             Failure::CommitUnknown => "commit_unknown",
             Failure::Aborted => "aborted",
             Failure::Database => "database",

@@ -12,7 +12,7 @@ use tokio_postgres::config::TargetSessionAttrs;
 
 use super::PoolHealth;
 use crate::classify::{Phase, cause_of, client_timeout, to_tx_error};
-use crate::connection::PgConnection;
+use crate::connection::{PgConnection, StatementPolicy};
 use crate::error::TxError;
 use crate::metrics::Counters;
 
@@ -23,6 +23,8 @@ pub(crate) struct Manager {
     pub(crate) connect_timeout: Duration,
     pub(crate) health: Arc<PoolHealth>,
     pub(crate) counters: Arc<Counters>,
+    /// Shared by every connection of the `Db`.
+    pub(crate) statements: Arc<StatementPolicy>,
 }
 
 impl Manager {
@@ -93,7 +95,7 @@ impl Manager {
                         tracing::debug!(cause = %cause_of(&e), "database connection ended");
                     }
                 });
-                Ok(PgConnection::new(client))
+                Ok(PgConnection::new(client, self.statements.clone()))
             }
             Ok(Err(e)) => Err(to_tx_error(e, Phase::Connect)),
             Err(_elapsed) => Err(client_timeout(Phase::Connect, self.connect_timeout)),

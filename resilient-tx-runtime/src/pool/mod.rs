@@ -11,6 +11,7 @@ use bb8::{PooledConnection, RunError};
 use tokio_postgres::SimpleQueryMessage;
 
 use crate::classify::{Phase, client_timeout, human};
+use crate::connection::StatementPolicy;
 use crate::error::{Failure, TxError};
 use crate::metrics::Counters;
 
@@ -34,6 +35,9 @@ pub(crate) struct PoolSettings {
     pub(crate) connect_timeout: Duration,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) max_lifetime: Option<Duration>,
+    /// Shared by every pool of the `Db`: whether statements are named and cached,
+    /// and when every cache must be dropped.
+    pub(crate) statements: Arc<StatementPolicy>,
 }
 
 /// A checked-out connection.
@@ -88,6 +92,7 @@ impl Pool {
             connect_timeout: settings.connect_timeout,
             health: health.clone(),
             counters: counters.clone(),
+            statements: settings.statements.clone(),
         };
         let pool = bb8::Pool::builder()
             .max_size(settings.max_size)

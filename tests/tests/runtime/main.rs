@@ -8,4 +8,5 @@ mod connection_loss;
 mod failover;
 mod idempotency;
 mod safety;
+mod statements;
 mod verification;
