@@ -154,6 +154,18 @@ pub(crate) fn to_tx_error(err: tokio_postgres::Error, phase: Phase) -> TxError {
     TxError::with_details(failure, message, sqlstate, Some(Box::new(err)))
 }
 
+/// The caller-facing error for a failed connect to `host` (`host:port`), naming it.
+pub(crate) fn connect_error(err: tokio_postgres::Error, host: &str) -> TxError {
+    let failure = classify(&err, Phase::Connect);
+    let sqlstate = err.code().cloned();
+    let cause = cause_of(&err);
+    let message = match failure {
+        Failure::Database => format!("the database at {host} refused the connection: {cause}"),
+        _ => format!("could not connect to the database at {host}: {cause}"),
+    };
+    TxError::with_details(failure, message, sqlstate, Some(Box::new(err)))
+}
+
 /// The error for a client-side timer that fired.
 pub(crate) fn client_timeout(phase: Phase, after: Duration) -> TxError {
     match phase {

@@ -20,6 +20,7 @@ mod error;
 mod classify;
 mod metrics;
 // connections and pools
+mod tls;
 mod connection;
 mod pool;
 mod health;

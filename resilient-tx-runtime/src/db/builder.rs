@@ -14,6 +14,7 @@ use crate::policy::Policy;
 use crate::pool::{Pool, PoolSettings};
 use crate::shared::Shared;
 use crate::tables::{DEFAULT_KEY_TABLE, DEFAULT_MARKER_TABLE, Tables};
+use crate::tls::{TlsConnector, split_tls_params};
 
 /// Settings of a [`Db`]. Every knob has a production-minded default.
 #[derive(Debug, Clone)]
@@ -49,15 +50,13 @@ impl DbBuilder {
         counters: &Arc<Counters>,
         statements: &Arc<StatementPolicy>,
     ) -> Result<Pool, TxError> {
-        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
+        // libpq's TLS parameters first: tokio-postgres knows only three of the six
+        // modes and none of the certificate files.
+        let (url, tls) = split_tls_params(url)?;
+        let mut config = tokio_postgres::Config::from_str(&url).map_err(|e| {
             // tokio-postgres' message names the option at fault, never its value.
             TxError::config(format!("invalid database URL: {e}"))
         })?;
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(TxError::config(
-                "sslmode=require is not supported yet: connections are made without TLS",
-            ));
-        }
         if config.get_hosts().is_empty() {
             config.host("localhost");
         }
@@ -82,11 +81,14 @@ impl DbBuilder {
             max_lifetime: self.max_lifetime,
             statements: statements.clone(),
         };
-        Ok(Pool::new(
-            crate::hosts::per_host(&config),
-            &settings,
-            counters,
-        ))
+        let connector = TlsConnector::new(&tls)?;
+        let mut hosts = crate::hosts::per_host(&config);
+        for host in &mut hosts {
+            if let Some(name) = host.get_hosts().first().cloned() {
+                host.ssl_mode(tls.first_mode_for(&name));
+            }
+        }
+        Ok(Pool::new(hosts, (tls, connector), &settings, counters))
     }
 
     pub(super) fn new(url: &str) -> Self {

@@ -1,20 +1,24 @@
-//! The bb8 connection manager: a timeout around the whole connect, the `broken` flag,
-//! and the last connect error kept so that a pool timeout can say why.
+//! The bb8 connection manager: TLS with libpq's modes, a timeout around the whole
+//! connect, the `broken` flag, and the last connect error kept so that a pool timeout
+//! can say why.
 //!
-//! bb8-postgres' manager falls short on exactly these three points (ERRORS.md), so the
+//! bb8-postgres' manager falls short on the last three points (ERRORS.md), so the
 //! runtime has its own.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_postgres::NoTls;
-use tokio_postgres::config::TargetSessionAttrs;
+use tokio_postgres::config::{Host, TargetSessionAttrs};
 
 use super::PoolHealth;
-use crate::classify::{Phase, cause_of, client_timeout, to_tx_error};
+use crate::classify::{Phase, cause_of, client_timeout, connect_error, human, to_tx_error};
 use crate::connection::{PgConnection, StatementPolicy};
-use crate::error::TxError;
+use crate::error::{Failure, TxError};
 use crate::metrics::Counters;
+use crate::tls::{
+    SslMode, TlsConnector, TlsParams, describe_tls_failure, fallback_after,
+    is_certificate_rejected, server_lacks_tls,
+};
 
 /// Opens connections for the pool.
 pub(crate) struct Manager {
@@ -25,6 +29,8 @@ pub(crate) struct Manager {
     pub(crate) counters: Arc<Counters>,
     /// Shared by every connection of the `Db`.
     pub(crate) statements: Arc<StatementPolicy>,
+    /// The URL's TLS parameters, and the connector made from them.
+    pub(crate) tls: (TlsParams, TlsConnector),
 }
 
 impl Manager {
@@ -40,23 +46,26 @@ impl Manager {
                     self.counters.connection_opened();
                     return Ok(conn);
                 }
-                Err(error) => failures.push((describe_host(config), error)),
+                Err(error) => failures.push(error),
             }
         }
         let error = match failures.len() {
             0 => TxError::config("the database URL names no host"),
-            1 => failures.remove(0).1,
-            // Every host failed: name each, so a reader sees the whole picture rather
-            // than only the last host's error.
+            1 => failures.remove(0),
+            // Every host failed: say each one's error, so a reader sees the whole picture
+            // rather than only the last host's. A `Config` error (a certificate that
+            // does not verify) is the one to act on, whichever host it came from.
             _ => {
-                let (_, last) = &failures[failures.len() - 1];
-                let summary: Vec<String> = failures
+                let failure = failures
                     .iter()
-                    .map(|(host, e)| format!("{host}: {}", e.message()))
-                    .collect();
+                    .map(TxError::failure)
+                    .find(|f| *f == Failure::Config)
+                    .unwrap_or_else(|| failures[failures.len() - 1].failure());
+                let last = &failures[failures.len() - 1];
+                let summary: Vec<&str> = failures.iter().map(TxError::message).collect();
                 TxError::with_details(
-                    last.failure(),
-                    format!("no database host could be used ({})", summary.join("; ")),
+                    failure,
+                    format!("no database host could be used: {}", summary.join("; ")),
                     last.sqlstate().cloned(),
                     None,
                 )
@@ -85,8 +94,28 @@ impl Manager {
             config.target_session_attrs(TargetSessionAttrs::ReadWrite);
         }
         let config = writable.as_ref().unwrap_or(config);
-        let result = tokio::time::timeout(self.connect_timeout, config.connect(NoTls)).await;
-        match result {
+        let host = describe_host(config);
+        let (params, connector) = &self.tls;
+        // libpq's `allow` and `prefer` make a second attempt after some refusals; both
+        // fit in the one bound.
+        let attempt = async {
+            match config.connect(connector.clone()).await {
+                Ok(connected) => Ok(connected),
+                Err(error) => {
+                    let Some(mode) = config
+                        .get_hosts()
+                        .first()
+                        .and_then(|h| fallback_after(params, h, &error))
+                    else {
+                        return Err(error);
+                    };
+                    let mut second = config.clone();
+                    second.ssl_mode(mode);
+                    second.connect(connector.clone()).await
+                }
+            }
+        };
+        match tokio::time::timeout(self.connect_timeout, attempt).await {
             Ok(Ok((client, connection))) => {
                 tokio::spawn(async move {
                     // The query that meets a dead socket sees only "connection closed";
@@ -97,17 +126,48 @@ impl Manager {
                 });
                 Ok(PgConnection::new(client, self.statements.clone()))
             }
-            Ok(Err(e)) => Err(to_tx_error(e, Phase::Connect)),
-            Err(_elapsed) => Err(client_timeout(Phase::Connect, self.connect_timeout)),
+            Ok(Err(e)) => {
+                Err(tls_error(&e, params, &host).unwrap_or_else(|| connect_error(e, &host)))
+            }
+            Err(_elapsed) => Err(TxError::new(
+                Failure::ConnectTimeout,
+                format!(
+                    "could not connect to the database at {host} within {}",
+                    human(self.connect_timeout)
+                ),
+            )),
         }
     }
+}
+
+/// A TLS problem retrying cannot fix, as a `Config` error naming the host: a
+/// certificate that fails verification, a server without TLS where the mode insists
+/// on it, a handshake that fails where TLS is required.
+fn tls_error(error: &tokio_postgres::Error, params: &TlsParams, host: &str) -> Option<TxError> {
+    let insists = matches!(
+        params.mode(),
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+    );
+    if server_lacks_tls(error) {
+        return Some(TxError::config(format!(
+            "the database at {host} does not accept TLS, and sslmode={} requires it",
+            params.mode()
+        )));
+    }
+    let sentence = describe_tls_failure(error, params)?;
+    if is_certificate_rejected(error) || insists {
+        return Some(TxError::config(format!(
+            "could not connect to the database at {host} over TLS: {sentence}"
+        )));
+    }
+    None
 }
 
 /// `host:port` for messages (never the password or the whole URL).
 fn describe_host(config: &tokio_postgres::Config) -> String {
     let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(name)) => name.clone(),
-        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+        Some(Host::Tcp(name)) => name.clone(),
+        Some(Host::Unix(path)) => path.display().to_string(),
         None => "?".to_owned(),
     };
     match config.get_ports().first() {

@@ -14,6 +14,7 @@ use crate::classify::{Phase, client_timeout, human};
 use crate::connection::StatementPolicy;
 use crate::error::{Failure, TxError};
 use crate::metrics::Counters;
+use crate::tls::{TlsConnector, TlsParams};
 
 mod health;
 mod manager;
@@ -76,9 +77,11 @@ impl Drop for Waiting<'_> {
 
 impl Pool {
     /// A pool of connections to `hosts` (one config per host of the URL, tried in
-    /// order). Opens nothing yet: connections are made on demand.
+    /// order, each with its `sslmode` set), over TLS as `tls` says. Opens nothing yet:
+    /// connections are made on demand.
     pub(crate) fn new(
         hosts: Vec<tokio_postgres::Config>,
+        tls: (TlsParams, TlsConnector),
         settings: &PoolSettings,
         counters: &Arc<Counters>,
     ) -> Pool {
@@ -93,6 +96,7 @@ impl Pool {
             health: health.clone(),
             counters: counters.clone(),
             statements: settings.statements.clone(),
+            tls,
         };
         let pool = bb8::Pool::builder()
             .max_size(settings.max_size)
