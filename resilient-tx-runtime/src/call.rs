@@ -360,7 +360,6 @@ impl<'db> Call<'db> {
             // Verified ones were counted where they were settled.
             counters.ambiguous_commit();
         }
-        self.retry.record(failure);
         let traits = CallTraits {
             keyed: self.key.is_some(),
         };
@@ -390,10 +389,6 @@ impl<'db> Call<'db> {
                         counters.ambiguous_unresolved();
                         tracing::error!(parent: &self.attempt_span, function = self.name, error = %error,
                             "COMMIT outcome unknown and the function is not idempotent: not re-running it");
-                    }
-                    GiveUp::Silent => {
-                        tracing::warn!(parent: &self.attempt_span, function = self.name, error = %error,
-                            "the database stays silent: giving up instead of waiting out the deadline");
                     }
                     GiveUp::NotRetriable | GiveUp::RetriesSpent | GiveUp::Deadline => {}
                 }

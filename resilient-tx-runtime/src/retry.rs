@@ -15,29 +15,11 @@ use crate::policy::Policy;
 /// rarely released by the next try.
 pub(crate) const LOCK_RETRIES: u32 = 2;
 
-/// Attempts in a row met with silence before the call gives up.
-pub(crate) const SILENT_ATTEMPTS: u32 = 2;
-
 /// What the attempt loop remembers between attempts, for the decision.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct RetryState {
     /// Attempts made so far (1 after the first).
     pub(crate) attempt: u32,
-    /// Attempts in a row that met silence (a connect or a round trip that never
-    /// answered), the failed one included.
-    pub(crate) silent_attempts: u32,
-}
-
-impl RetryState {
-    /// Counts a failed attempt's silence: silent failures in a row add up, any other
-    /// failure starts the count again.
-    pub(crate) fn record(&mut self, failure: Failure) {
-        if matches!(failure, Failure::ClientTimeout | Failure::ConnectTimeout) {
-            self.silent_attempts += 1;
-        } else {
-            self.silent_attempts = 0;
-        }
-    }
 }
 
 /// What the failed attempt's call is, beyond its policy.
@@ -67,15 +49,18 @@ pub(crate) enum GiveUp {
     Ambiguous,
     /// `retries` are spent (or, for lock timeouts, [`LOCK_RETRIES`]).
     RetriesSpent,
-    /// The fresh connection of a retry met silence too: the network is partitioned.
-    Silent,
     /// The next attempt could not start before the call's deadline.
     Deadline,
 }
 
-/// Decides what follows a failed attempt. `state` already counts the failed attempt
-/// ([`RetryState::record`]); `draw` is a uniform random number in `[0, 1]` that
-/// places the delay within its jitter range.
+/// Decides what follows a failed attempt. `state` already counts the failed attempt;
+/// `draw` is a uniform random number in `[0, 1]` that places the delay within its
+/// jitter range.
+///
+/// Silence (a connect or a round trip that never answered) is retried like any lost
+/// connection: each attempt is bounded by its timer, and the call by its deadline, so a
+/// partition shorter than the deadline is survived, and the retry budget keeps a long
+/// one from turning into a retry storm.
 pub(crate) fn decide(
     state: &RetryState,
     policy: &Policy,
@@ -103,12 +88,6 @@ pub(crate) fn decide(
         || (failure == Failure::LockUnavailable && state.attempt > LOCK_RETRIES)
     {
         return Retry::GiveUp(GiveUp::RetriesSpent);
-    }
-    if state.silent_attempts >= SILENT_ATTEMPTS {
-        // A dead connection is replaced by the first retry; when the fresh one is met
-        // with silence too, the network is partitioned, and more waiting only keeps
-        // the caller from its error.
-        return Retry::GiveUp(GiveUp::Silent);
     }
     let reconnect = action == Action::Reconnect;
     let delay = match failure {
@@ -138,10 +117,7 @@ mod tests {
     const SECOND: Duration = Duration::from_secs(1);
 
     fn state(attempt: u32) -> RetryState {
-        RetryState {
-            attempt,
-            silent_attempts: 0,
-        }
+        RetryState { attempt }
     }
 
     fn unkeyed() -> CallTraits {
@@ -262,30 +238,26 @@ mod tests {
     }
 
     #[test]
-    fn silence_twice_in_a_row_gives_up() {
-        let policy = Policy::default();
-        let mut state = state(1);
-        state.record(Failure::ClientTimeout);
-        let now = Instant::now();
-        let decide_now = |state: &RetryState| {
-            decide(
-                state,
-                &policy,
-                unkeyed(),
-                Failure::ConnectTimeout,
-                now,
-                now + 60 * SECOND,
-                0.0,
-            )
-        };
-        assert!(matches!(decide_now(&state), Retry::After { .. }));
-        state.attempt = 2;
-        state.record(Failure::ConnectTimeout);
-        assert_eq!(decide_now(&state), Retry::GiveUp(GiveUp::Silent));
-        // Any other failure in between starts the count again.
-        state.record(Failure::Conflict);
-        state.record(Failure::ConnectTimeout);
-        assert!(matches!(decide_now(&state), Retry::After { .. }));
+    fn silence_is_retried_until_retries_or_the_deadline_are_spent() {
+        let policy = Policy::default().retries(4);
+        for attempt in 1..=4 {
+            for failure in [Failure::ClientTimeout, Failure::ConnectTimeout] {
+                assert!(
+                    matches!(
+                        after(attempt, &policy, failure),
+                        Retry::After {
+                            reconnect: true,
+                            ..
+                        }
+                    ),
+                    "{failure:?} after attempt {attempt}"
+                );
+            }
+        }
+        assert_eq!(
+            after(5, &policy, Failure::ClientTimeout),
+            Retry::GiveUp(GiveUp::RetriesSpent)
+        );
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub(crate) enum Unsettled {
     OtherCluster,
     /// The server contradicts its own history (an id it never handed out, or forgot).
     Contradiction,
+    /// The transaction's COMMIT was still running on the server at the deadline (slow,
+    /// or waiting for a synchronous standby); it was left to finish.
+    StillCommitting,
 }
 
 impl Unsettled {
@@ -69,6 +72,11 @@ impl Unsettled {
             }
             Unsettled::Contradiction => {
                 "the database's answer to commit verification contradicts its own history"
+            }
+            Unsettled::StillCommitting => {
+                "the transaction's COMMIT was still running on the database at the call's \
+                 deadline (waiting for a synchronous standby?), and ending it there could \
+                 commit it without the standby"
             }
         }
     }
@@ -92,12 +100,14 @@ impl Evidence {
             (Evidence::Marker(marker), _) => {
                 Some(format!("its commit marker is '{marker}' in {marker_table}"))
             }
-            (Evidence::Xact(identity), Unsettled::NoAnswer) => Some(format!(
-                "its transaction id is {}: pg_xact_status('{}') tells, on the server it \
+            (Evidence::Xact(identity), Unsettled::NoAnswer | Unsettled::StillCommitting) => {
+                Some(format!(
+                    "its transaction id is {}: pg_xact_status('{}') tells, on the server it \
                  ran on, as long as that server has not restarted or failed over",
-                identity.xid(),
-                identity.xid()
-            )),
+                    identity.xid(),
+                    identity.xid()
+                ))
+            }
             (Evidence::Xact(_), _) => None,
         }
     }

@@ -14,10 +14,14 @@
 //!   changes the history: a restart the start time, a promotion the timeline, a crash
 //!   recovery the point it ended at, which lies past the checkpoint the previous one
 //!   wrote). The status is the truth: `committed` → the call succeeds; `aborted` →
-//!   it retries; `in progress` → the original backend is still there (the client went
-//!   silent before the server noticed): after a short grace it is terminated
-//!   (matched by pid *and* transaction id, so no other session is touched), and the
-//!   status then read is final.
+//!   it retries; `in progress` → the original backend is still there. If it is idle
+//!   in its transaction (the client went silent before COMMIT reached the server),
+//!   after a short grace it is terminated (matched by pid, transaction id *and* that
+//!   state, so no other session and no COMMIT is touched), and the status then read
+//!   is final. If it is executing COMMIT (slow, or waiting for a synchronous standby)
+//!   it is left alone: ending it there would commit locally what a standby may not
+//!   have, and report that as settled. It is waited for until the call's deadline,
+//!   then the call gets `CommitUnknown`.
 //! * **Another history of the same cluster** (restart, crash, failover since BEGIN):
 //!   if our commit survived, its record carried `X` into the new history and the
 //!   status says `committed`. So anything else (`aborted`, `in progress` — no backend
@@ -40,6 +44,9 @@ use crate::pool::Session;
 /// How long an original transaction still open on the server is waited for before
 /// its backend is terminated: long enough for a COMMIT that is merely slow.
 const ORPHAN_GRACE: Duration = Duration::from_secs(1);
+
+/// How often a COMMIT still running on the server is looked at again.
+const COMMIT_POLL: Duration = Duration::from_millis(100);
 
 /// How long terminating the original backend may wait for it to exit.
 const TERMINATE_WAIT_MS: u32 = 1000;
@@ -130,6 +137,9 @@ fn judge(identity: &XactIdentity, history: &ServerHistory, status: Status) -> Op
 /// deadline.
 pub(crate) async fn verify(mut probes: Probes<'_>, identity: &XactIdentity) -> Verdict {
     let mut open_since: Option<Instant> = None;
+    // The original backend was seen still in its transaction but not idle: executing
+    // its COMMIT.
+    let mut committing = false;
     while let Some((mut session, remaining)) = probes.next().await {
         let (history, status) = match look(&mut session, identity.xid, remaining).await {
             Ok(Some(found)) => found,
@@ -147,9 +157,8 @@ pub(crate) async fn verify(mut probes: Probes<'_>, identity: &XactIdentity) -> V
         if let Some(verdict) = judge(identity, &history, status) {
             return verdict;
         }
-        // Still open on the server: the original backend has not noticed its client
-        // is gone. Give a slow COMMIT its grace, then end the orphan so that its
-        // status becomes final.
+        // Still open on the server. Give a slow COMMIT its grace, then end the orphan
+        // if it is idle in its transaction, so that its status becomes final.
         let since = *open_since.get_or_insert_with(Instant::now);
         if since.elapsed() < ORPHAN_GRACE {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -157,22 +166,36 @@ pub(crate) async fn verify(mut probes: Probes<'_>, identity: &XactIdentity) -> V
         }
         let terminate = format!(
             "SELECT pg_terminate_backend(pid, {TERMINATE_WAIT_MS}) FROM pg_stat_activity \
-             WHERE pid = {} AND backend_xid = '{}'::xid",
+             WHERE pid = {} AND backend_xid = '{}'::xid \
+             AND state IN ('idle in transaction', 'idle in transaction (aborted)')",
             identity.backend.pid,
             identity.xid & u64::from(u32::MAX),
         );
         match session.simple_query(&terminate, remaining).await {
-            Ok(_) => tracing::info!(
-                function = probes.name(),
-                pid = identity.backend.pid,
-                "ended the orphaned transaction of a lost connection"
-            ),
+            Ok(messages) if first_row(&messages).is_some() => {
+                committing = false;
+                tracing::info!(
+                    function = probes.name(),
+                    pid = identity.backend.pid,
+                    "ended the orphaned transaction of a lost connection"
+                );
+            }
+            Ok(_) => {
+                // Not idle: its COMMIT is running (or it just ended, which the next
+                // look tells). Never cut a COMMIT short; look again in a while.
+                committing = true;
+                tokio::time::sleep(COMMIT_POLL.min(remaining)).await;
+            }
             Err(error) => {
                 tracing::info!(error = %error, "could not end the orphaned transaction")
             }
         }
     }
-    Verdict::Unknown(Unsettled::NoAnswer)
+    Verdict::Unknown(if committing {
+        Unsettled::StillCommitting
+    } else {
+        Unsettled::NoAnswer
+    })
 }
 
 #[cfg(test)]

@@ -169,12 +169,62 @@ async fn stopped_server_gives_unavailable_in_seconds_and_the_same_db_recovers() 
     assert_eq!(n, 0);
 }
 
-#[retriable_tx(timeout = "1s")]
+#[retriable_tx(timeout = "1s", deadline = "6s")]
 async fn count_events_with_timeout(tx: &mut Tx<'_>) -> Result<i64, TxError> {
     Ok(tx
         .query_one("SELECT count(*) FROM events", &[])
         .await?
         .get(0))
+}
+
+#[retriable_tx(timeout = "1s", deadline = "30s", retries = 30)]
+async fn add_event_patiently(tx: &mut Tx<'_>, note: &str) -> Result<(), TxError> {
+    tx.execute("INSERT INTO events(note) VALUES ($1)", &[&note])
+        .await?;
+    Ok(())
+}
+
+/// A partition longer than one attempt but shorter than the deadline: the call keeps
+/// trying (each attempt bounded by its timer) and succeeds once the network heals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_shorter_than_the_deadline_is_survived() {
+    let cluster = cluster().await;
+    exec(
+        &cluster,
+        "CREATE TABLE events(id serial PRIMARY KEY, note text)",
+    )
+    .await;
+    let proxy = FaultProxy::start(cluster.socket_addr())
+        .await
+        .expect("proxy");
+    let db = db(&cluster.url_via(&proxy)).await;
+    add_event_patiently(&db, "before").await.expect("warm-up");
+
+    proxy.blackhole();
+    let started = Instant::now();
+    let heal = async {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        proxy.pass();
+    };
+    let (result, ()) = tokio::join!(add_event_patiently(&db, "during"), heal);
+    let elapsed = started.elapsed();
+    result.unwrap_or_else(|e| panic!("the call outlasts a 4 s partition: {e} after {elapsed:?}"));
+    assert!(
+        elapsed >= Duration::from_secs(4),
+        "it succeeded only after the heal: {elapsed:?}"
+    );
+    let metrics = db.metrics();
+    assert!(
+        metrics.retries_timeout + metrics.retries_connection >= 2,
+        "silent attempts were retried: {metrics:?}"
+    );
+    let admin = cluster.admin().await.expect("admin");
+    let during: i64 = admin
+        .query_one("SELECT count(*) FROM events WHERE note = 'during'", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(during, 1, "applied exactly once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,7 +259,7 @@ async fn blackholed_network_times_out_in_seconds_and_recovers_when_healed() {
     );
     assert!(
         elapsed < Duration::from_secs(15),
-        "seconds, not minutes: {elapsed:?}"
+        "within its 6 s deadline, not after minutes: {elapsed:?}"
     );
 
     proxy.pass();
