@@ -8,15 +8,6 @@
 
 #![deny(missing_docs)]
 
-mod attr;
-mod duration;
-mod errors;
-mod expand;
-mod signature;
-
-#[cfg(test)]
-mod tests;
-
 use proc_macro::TokenStream;
 
 /// Runs an `async fn` as a PostgreSQL transaction that is retried until it commits.
@@ -466,5 +457,5 @@ use proc_macro::TokenStream;
 /// use which.
 #[proc_macro_attribute]
 pub fn retriable_tx(attr: TokenStream, item: TokenStream) -> TokenStream {
-    expand::retriable_tx(attr.into(), item.into()).into()
+    resilient_tx_macros_core::retriable_tx(attr.into(), item.into()).into()
 }

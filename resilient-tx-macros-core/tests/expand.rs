@@ -1,24 +1,12 @@
 //! Expansion snapshots: what `cargo expand` shows for representative inputs, so a
 //! change to the generated code is reviewed as a diff of readable Rust.
 //!
-//! A proc-macro crate cannot export its expansion function, so this test compiles the
-//! macro's modules itself; they only use `proc_macro2`, which works outside a macro.
-//! Refresh with `INSTA_UPDATE=always cargo test -p resilient-tx-macros --test expand`
+//! Refresh with `INSTA_UPDATE=always cargo test -p resilient-tx-macros-core --test expand`
 //! and read the diff of `tests/snapshots/`.
-
-#[path = "../src/attr.rs"]
-mod attr;
-#[path = "../src/duration.rs"]
-mod duration;
-#[path = "../src/errors.rs"]
-mod errors;
-#[path = "../src/expand.rs"]
-mod expand;
-#[path = "../src/signature.rs"]
-mod signature;
 
 use proc_macro2::TokenStream;
 use quote::quote;
+use resilient_tx_macros_core::retriable_tx;
 
 /// `#[retriable_tx(attr)] item`, expanded and pretty-printed, and the attribute as a
 /// description for the snapshot.
@@ -27,7 +15,7 @@ fn expand(attr: TokenStream, item: TokenStream) -> (String, String) {
         true => "#[retriable_tx]".to_owned(),
         false => format!("#[retriable_tx({attr})]"),
     };
-    let tokens = expand::retriable_tx(attr, item);
+    let tokens = retriable_tx(attr, item);
     match syn::parse2::<syn::File>(tokens.clone()) {
         Ok(file) => (description, prettyplease::unparse(&file)),
         Err(error) => panic!("the expansion is not valid Rust ({error}):\n{tokens}"),
