@@ -6,8 +6,9 @@
 //! an API of its own: use the attribute through the `resilient-tx` crate.
 //!
 //! The pipeline is the file list: `attr` parses the options (with `duration` for their
-//! durations), `signature` reads the function, `expand` generates the code, and
-//! `errors` collects what went wrong along the way.
+//! durations), `signature` reads the function (with `return_type` for what it returns),
+//! `expand` generates the code around the signature `outer` makes, `fallback` stands in
+//! for a function with errors, and `errors` collects what went wrong along the way.
 
 #![deny(missing_docs, missing_debug_implementations)]
 
@@ -15,6 +16,9 @@ mod attr;
 mod duration;
 mod errors;
 mod expand;
+mod fallback;
+mod outer;
+mod return_type;
 mod signature;
 
 #[cfg(test)]

@@ -202,12 +202,37 @@ fn invalid_options_still_generate_the_function() {
 }
 
 #[test]
-fn invalid_signature_keeps_the_item() {
+fn invalid_signature_still_gives_callers_the_function() {
     assert_expansion!(
         quote!(retries = 3),
         quote! {
             fn ping(tx: &mut Tx<'_>) -> Result<(), TxError> {
                 Ok(())
+            }
+        },
+    );
+}
+
+#[test]
+fn return_type_that_cannot_work_still_gives_callers_the_function() {
+    assert_expansion!(
+        quote!(),
+        quote! {
+            /// Counts servers.
+            pub async fn count(tx: &mut Tx<'_>, (a, b): (i64, i64)) -> Result<i64, String> {
+                Ok(tx.query_one("SELECT count(*) FROM servers", &[]).await.map_err(|e| e.to_string())?.get(0))
+            }
+        },
+    );
+}
+
+#[test]
+fn error_type_through_an_alias() {
+    assert_expansion!(
+        quote!(),
+        quote! {
+            async fn count(tx: &mut Tx<'_>) -> anyhow::Result<i64> {
+                Ok(tx.query_one("SELECT count(*) FROM servers", &[]).await?.get(0))
             }
         },
     );

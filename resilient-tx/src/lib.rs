@@ -331,4 +331,46 @@ pub mod guide {}
 #[doc(hidden)]
 pub mod __private {
     pub use resilient_tx_runtime::__private::*;
+
+    use resilient_tx_runtime::{AsTxError, TxError};
+
+    /// An error type a `#[retriable_tx]` function can return: `?` turns a `TxError`
+    /// into it, and the runtime finds the `TxError` in it again to classify it. One
+    /// trait for both, so that a type with neither is one error, not two.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be the error type of a #[retriable_tx] function",
+        label = "the runtime turns a `TxError` into this type and must find it in there again to retry",
+        note = "these work: `TxError`; `Box<dyn std::error::Error + Send + Sync>`; `anyhow::Error` with resilient-tx's `anyhow` feature; a type of your own that implements `From<TxError>` and `resilient_tx::AsTxError`"
+    )]
+    pub trait ErrorType: From<TxError> + AsTxError {}
+
+    // Not recommended, so that the error names `ErrorType`, whose message says what
+    // works, instead of one of the two bounds.
+    #[diagnostic::do_not_recommend]
+    impl<E: From<TxError> + AsTxError> ErrorType for E {}
+
+    /// `Result<T, E>`, also when written through an alias such as `anyhow::Result<T>`.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` is not a `Result`: a #[retriable_tx] function returns `Result<T, E>`"
+    )]
+    pub trait ReturnType {
+        /// `E`.
+        type Error;
+    }
+
+    impl<T, E> ReturnType for Result<T, E> {
+        type Error = E;
+    }
+
+    /// A failed `begin` as the error of a function that returns `R`. Its bounds are
+    /// the check of `R`'s error type: the generated code calls it before anything else
+    /// that needs them, spanned on the error type, so that an unusable one is reported
+    /// there, once.
+    pub fn convert_error<R>(error: TxError) -> R::Error
+    where
+        R: ReturnType,
+        R::Error: ErrorType,
+    {
+        From::from(error)
+    }
 }

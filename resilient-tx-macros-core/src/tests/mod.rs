@@ -6,6 +6,8 @@
 mod attr;
 mod duration;
 mod expand;
+mod fallback;
+mod return_type;
 mod signature;
 
 /// Every message in a (combined) error.

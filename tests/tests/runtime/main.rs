@@ -9,3 +9,4 @@ mod failover;
 mod idempotency;
 mod safety;
 mod verification;
+mod wrapped_errors;
