@@ -27,8 +27,8 @@
 //! a connection lost while COMMIT was in flight is never re-run blindly; everything
 //! else returns at once as a [`TxError`] whose [`ErrorKind`] says what a caller can do.
 //!
-//! [`guide`] is the manual of [`retriable_tx`]: how to write the function, and a
-//! compiled example for each option. This page covers what happens around a call.
+//! [`guide`] is the manual of [`retriable_tx`]: how to write the function, the error
+//! types it can return, and a compiled example for each option. This page covers what happens around a call.
 //!
 //! # What happens to a failure
 //!
@@ -157,8 +157,9 @@
 //!
 //! # Handling errors
 //!
-//! Every failure reaches the caller as a [`TxError`] (or inside the caller's own error
-//! type, see [the guide](guide#your-own-error-type)). Decide by
+//! Every failure reaches the caller as a [`TxError`], or inside the function's error
+//! type: one of your own, a boxed error or an `anyhow::Error` (see
+//! [the guide](guide#the-error-type)). Decide by
 //! [`kind()`](TxError::kind); [`sqlstate()`](TxError::sqlstate) gives the server's code
 //! when there is one, [`attempts()`](TxError::attempts) how many attempts were made, and
 //! [`is_transient()`](TxError::is_transient) whether trying the whole call again later
