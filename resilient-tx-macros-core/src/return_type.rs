@@ -10,9 +10,9 @@ use syn::{GenericArgument, PathArguments, ReturnType, Type, TypePath};
 /// What the error messages offer instead of a type that cannot work.
 pub(crate) const WHAT_WORKS: &str = "`Result<T, TxError>`, `Result<T, E>` with an error type of your own that implements `From<TxError>` and `AsTxError`, `Result<T, Box<dyn std::error::Error + Send + Sync>>`, or `anyhow::Result<T>` (with resilient-tx's `anyhow` feature)";
 
-/// Types of the standard library's prelude that are certainly not a `Result`; a
-/// function's error type cannot be one of them either (only the runtime could implement
-/// `AsTxError` for them).
+/// Types of the standard library's prelude that are certainly not a `Result`. Nor can
+/// they be the error type, `Box<dyn Error + Send + Sync>` aside: only the runtime could
+/// implement `AsTxError` for them, and it does so for that box alone.
 const NOT_RESULT: [&str; 4] = ["String", "Option", "Vec", "Box"];
 
 /// Primitive types.
