@@ -185,3 +185,23 @@ impl AsTxError for TxError {
         Some(self)
     }
 }
+
+/// A boxed error carries the [`TxError`] it was made from (`?` boxes one through std's
+/// `From<E: Error>`), or one in its chain of [`source`](std::error::Error::source)s.
+impl AsTxError for Box<dyn std::error::Error + Send + Sync + 'static> {
+    fn as_tx_error(&self) -> Option<&TxError> {
+        let this: &(dyn std::error::Error + 'static) = self.as_ref();
+        std::iter::successors(Some(this), |error| error.source())
+            .find_map(|error| error.downcast_ref::<TxError>())
+    }
+}
+
+/// An `anyhow::Error` carries the [`TxError`] it was made from, also under any
+/// `.context(…)` added on the way up.
+#[cfg(feature = "anyhow")]
+impl AsTxError for anyhow::Error {
+    fn as_tx_error(&self) -> Option<&TxError> {
+        self.chain()
+            .find_map(|error| error.downcast_ref::<TxError>())
+    }
+}

@@ -10,3 +10,4 @@ mod idempotency;
 mod safety;
 mod statements;
 mod verification;
+mod wrapped_errors;

@@ -155,7 +155,7 @@ fn rejects_what_cannot_be_wrapped() {
         syn::parse_quote!(
             async fn f(tx: &mut Tx<'_>) {}
         ),
-        "must return `Result<T, E>`",
+        "returns a `Result`: write the return type",
     );
     assert_error(
         syn::parse_quote!(

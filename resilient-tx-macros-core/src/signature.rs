@@ -3,11 +3,12 @@
 
 use std::collections::BTreeSet;
 
-use proc_macro2::{Ident, TokenStream, TokenTree};
+use proc_macro2::{Ident, Span, TokenStream, TokenTree};
 use quote::{ToTokens, format_ident};
 use syn::{Expr, FnArg, ItemFn, Pat, ReturnType, Type};
 
 use crate::errors::Errors;
+use crate::return_type::{self, Output, WHAT_WORKS};
 
 /// The user's function, understood.
 pub(crate) struct Analysis {
@@ -18,6 +19,8 @@ pub(crate) struct Analysis {
     /// The body is run as an async block in the function itself instead of an inner
     /// `fn`, because a nested `fn` cannot name `self` or `Self`.
     pub(crate) in_place: bool,
+    /// The return type, checked: where an error about its error type should point.
+    pub(crate) output: Output,
     /// Names the caller-facing signature binds, for checking `idempotency_key = name`.
     names: BTreeSet<String>,
     /// Names bound only inside destructuring patterns.
@@ -58,6 +61,15 @@ impl Param {
         &self.arg.ty
     }
 
+    /// The parameter is a transaction, taken the right way or not (`&mut Tx`, `&Tx`,
+    /// `Tx`): the caller passes `&Db` in its place.
+    pub(crate) fn takes_tx(&self) -> bool {
+        match strip(self.ty()) {
+            Type::Reference(r) => is_tx(&r.elem),
+            ty => is_tx(ty),
+        }
+    }
+
     /// The pattern is a plain name (`x` or `mut x`) that the outer signature can use.
     pub(crate) fn is_plain(&self) -> bool {
         plain_name(&self.arg.pat).is_some()
@@ -67,6 +79,7 @@ impl Param {
 /// Checks the function and sorts its parameters. All problems are reported together.
 pub(crate) fn analyze(item: &ItemFn) -> syn::Result<Analysis> {
     let sig = &item.sig;
+    let mut analysis = Analysis::of(item);
     let mut errors = Errors::default();
 
     if sig.asyncness.is_none() {
@@ -93,26 +106,16 @@ pub(crate) fn analyze(item: &ItemFn) -> syn::Result<Analysis> {
     if let ReturnType::Default = sig.output {
         errors.on(
             signature_head(item),
-            "a `#[retriable_tx]` function must return `Result<T, E>` where `E: From<TxError> + AsTxError`; write the return type, e.g. `-> Result<i64, TxError>`",
+            format!(
+                "a `#[retriable_tx]` function returns a `Result`: write the return type, e.g. `-> Result<i64, TxError>`. These work: {WHAT_WORKS}"
+            ),
         );
     }
-
-    let mut receiver = None;
-    let mut params = Vec::new();
-    for (index, input) in sig.inputs.iter().enumerate() {
-        match input {
-            FnArg::Receiver(r) => receiver = Some(r),
-            FnArg::Typed(arg) => params.push(Param {
-                pass: pass_by(&arg.ty),
-                name: plain_name(&arg.pat)
-                    .cloned()
-                    .unwrap_or_else(|| format_ident!("__rtx_arg{}", index)),
-                arg: arg.clone(),
-            }),
-        }
+    if let Some(output) = errors.ok(return_type::check(&sig.output)) {
+        analysis.output = output;
     }
 
-    if let Some(r) = receiver {
+    if let Some(r) = receiver(item) {
         if !matches!(strip(&r.ty), Type::Reference(_)) {
             errors.on(
                 r,
@@ -121,9 +124,9 @@ pub(crate) fn analyze(item: &ItemFn) -> syn::Result<Analysis> {
         }
     }
 
-    let mut txs = params.iter().filter(|p| p.pass == PassBy::Tx);
+    let mut txs = analysis.params.iter().filter(|p| p.pass == PassBy::Tx);
     match txs.next() {
-        None => errors.push(missing_tx(item, &params)),
+        None => errors.push(missing_tx(item, &analysis.params)),
         Some(_) => {
             for extra in txs {
                 errors.on(
@@ -133,36 +136,69 @@ pub(crate) fn analyze(item: &ItemFn) -> syn::Result<Analysis> {
             }
         }
     }
-
-    let mut names = BTreeSet::new();
-    let mut pattern_names = BTreeSet::new();
-    for param in &params {
-        if param.is_plain() {
-            names.insert(param.name.to_string());
-        } else {
-            collect_idents(param.pat().to_token_stream(), &mut pattern_names);
-        }
-    }
-    if receiver.is_some() {
-        names.insert("self".to_owned());
-    }
-
-    let mentions_self = contains_self_type(sig.to_token_stream())
-        || contains_self_type(item.block.to_token_stream());
-    let analysis = Analysis {
-        // syn gives `&mut self` the type `&mut Self`, like `self: &mut Self`.
-        mut_self: receiver.is_some_and(
-            |r| matches!(strip(&r.ty), Type::Reference(ty) if ty.mutability.is_some()),
-        ),
-        in_place: receiver.is_some() || mentions_self,
-        params,
-        names,
-        pattern_names,
-    };
     errors.finish(analysis)
 }
 
+/// The `self` parameter, if any.
+fn receiver(item: &ItemFn) -> Option<&syn::Receiver> {
+    item.sig.inputs.iter().find_map(|input| match input {
+        FnArg::Receiver(r) => Some(r),
+        FnArg::Typed(_) => None,
+    })
+}
+
 impl Analysis {
+    /// The function's parameters, sorted, whatever else is wrong with it.
+    pub(crate) fn of(item: &ItemFn) -> Analysis {
+        let sig = &item.sig;
+        let receiver = receiver(item);
+        let params: Vec<Param> = sig
+            .inputs
+            .iter()
+            .enumerate()
+            .filter_map(|(index, input)| match input {
+                FnArg::Receiver(_) => None,
+                FnArg::Typed(arg) => Some(Param {
+                    pass: pass_by(&arg.ty),
+                    name: plain_name(&arg.pat)
+                        .cloned()
+                        .unwrap_or_else(|| format_ident!("__rtx_arg{}", index)),
+                    arg: arg.clone(),
+                }),
+            })
+            .collect();
+
+        let mut names = BTreeSet::new();
+        let mut pattern_names = BTreeSet::new();
+        for param in &params {
+            if param.is_plain() {
+                names.insert(param.name.to_string());
+            } else {
+                collect_idents(param.pat().to_token_stream(), &mut pattern_names);
+            }
+        }
+        if receiver.is_some() {
+            names.insert("self".to_owned());
+        }
+
+        let mentions_self = contains_self_type(sig.to_token_stream())
+            || contains_self_type(item.block.to_token_stream());
+        Analysis {
+            // syn gives `&mut self` the type `&mut Self`, like `self: &mut Self`.
+            mut_self: receiver.is_some_and(
+                |r| matches!(strip(&r.ty), Type::Reference(ty) if ty.mutability.is_some()),
+            ),
+            in_place: receiver.is_some() || mentions_self,
+            output: Output {
+                blame: Span::call_site(),
+                tx_error: false,
+            },
+            params,
+            names,
+            pattern_names,
+        }
+    }
+
     /// The name of the `&Db` parameter: `db`, unless the user already has a `db`.
     pub(crate) fn db_name(&self) -> Ident {
         if self.names.contains("db") || self.pattern_names.contains("db") {
@@ -245,10 +281,7 @@ fn plain_name(pat: &Pat) -> Option<&Ident> {
 /// The error for a function without a `&mut Tx<'_>` parameter, spanned on a `Tx`
 /// parameter taken the wrong way if there is one, else on the signature.
 fn missing_tx(item: &ItemFn, params: &[Param]) -> syn::Error {
-    let wrong_way = params.iter().find(|p| match strip(p.ty()) {
-        Type::Reference(r) => is_tx(&r.elem),
-        ty => is_tx(ty),
-    });
+    let wrong_way = params.iter().find(|p| p.takes_tx());
     match wrong_way {
         Some(param) => {
             syn::Error::new_spanned(param.ty(), "the transaction must be taken as `&mut Tx<'_>`")

@@ -5,14 +5,16 @@
 //! A method's body cannot (a nested `fn` cannot name `self` or `Self`), so it runs as
 //! an async block whose output type is pinned by tracing-attributes' "fake return".
 
-use proc_macro2::{Ident, Literal, Span, TokenStream};
+use proc_macro2::{Group, Ident, Literal, Span, TokenStream, TokenTree};
 use quote::{ToTokens as _, quote, quote_spanned};
 use syn::spanned::Spanned as _;
-use syn::{Attribute, Expr, FnArg, ItemFn, ReturnType};
+use syn::{Expr, FnArg, ItemFn, ReturnType};
 
 use crate::attr::Args;
 use crate::duration::DurationLit;
 use crate::errors::Errors;
+use crate::fallback::fallback;
+use crate::outer;
 use crate::signature::{self, Analysis, Param, PassBy};
 
 /// The whole macro on `proc_macro2` streams. It never panics: on error it returns the
@@ -26,14 +28,19 @@ pub(crate) fn retriable_tx(attr: TokenStream, item: TokenStream) -> TokenStream 
             Args::with_crate(invalid.krate)
         }
     };
-    let analyzed = syn::parse2::<ItemFn>(item.clone())
-        .and_then(|func| signature::analyze(&func).map(|analysis| (func, analysis)));
-    let (func, analysis) = match analyzed {
-        Ok(analyzed) => analyzed,
+    let func = match syn::parse2::<ItemFn>(item.clone()) {
+        Ok(func) => func,
         Err(error) => {
-            // The signature itself is wrong: keep the item as written.
+            // Not a function at all: keep the item as written.
             errors.push(error);
             return with_errors(item, errors);
+        }
+    };
+    let analysis = match signature::analyze(&func) {
+        Ok(analysis) => analysis,
+        Err(error) => {
+            errors.push(error);
+            return with_errors(fallback(&func, &args.krate), errors);
         }
     };
     if let Some(key) = &args.idempotency_key {
@@ -58,37 +65,34 @@ fn generate(func: &ItemFn, analysis: &Analysis, args: &Args) -> TokenStream {
     let krate = &args.krate;
     let private = quote!(#krate::__private);
     let db = analysis.db_name();
-    // An error type without `From<TxError> + AsTxError` fails `?` and `end`; spanning
-    // those tokens on the return type makes the compiler label the user's type.
-    let ret_span = match &func.sig.output {
-        ReturnType::Type(_, ty) => ty.span(),
-        ReturnType::Default => func.sig.output.span(),
-    };
+    // Every use of the error type's bounds is spanned on the error type's name, with
+    // the macro's hygiene: the compiler then reports an unsatisfied bound once, there.
+    let blame = Span::call_site().located_at(analysis.output.blame);
+    let blamed_private = respan(private.clone(), blame);
 
-    let attrs = func.attrs.iter().map(outer_attr);
+    let attrs = func.attrs.iter().map(outer::attr);
     let vis = &func.vis;
-    let mut sig = func.sig.clone();
-    let mut params = analysis.params.iter();
-    sig.inputs = func
-        .sig
-        .inputs
-        .iter()
-        .map(|input| match input {
-            FnArg::Typed(_) => params
-                .next()
-                .map_or_else(|| input.clone(), |param| outer_input(param, &db, krate)),
-            FnArg::Receiver(_) => input.clone(),
-        })
-        .collect();
+    let sig = outer::signature(func, analysis, &db, krate);
 
     let options = options(func, args);
+    // `TxError` has the bounds the runtime needs. Any other error type is converted to
+    // by a function whose bounds check it, so that a type without them is one error
+    // that says what works.
+    let convert = match (&func.sig.output, analysis.output.tx_error) {
+        (ReturnType::Type(_, ty), false) => {
+            let ty = respan(ty.to_token_stream(), blame);
+            Some(quote_spanned!(blame=> .map_err(#blamed_private::convert_error::<#ty>)))
+        }
+        _ => None,
+    };
     let with_key = args.idempotency_key.as_ref().map(|key| {
         let key = borrow(key);
         quote!(.with_idempotency_key(#key))
     });
     let keyed = args.idempotency_key.is_some();
-    let begin = begin(keyed, &private, ret_span);
-    let end = Ident::new(if keyed { "end_keyed" } else { "end" }, ret_span);
+    let begin = begin(keyed, &private, convert, blame);
+    let end = Ident::new(if keyed { "end_keyed" } else { "end" }, blame);
+    let end = quote_spanned!(blame=> __rtx_call.#end(__rtx_tx, __rtx_result).await);
     let (inner_fn, attempt) = if analysis.in_place {
         (None, in_place_attempt(func, analysis, &private))
     } else {
@@ -106,9 +110,7 @@ fn generate(func: &ItemFn, analysis: &Analysis, args: &Args) -> TokenStream {
             loop {
                 #begin
                 let __rtx_result = #attempt;
-                if let ::core::ops::ControlFlow::Break(__rtx_done) =
-                    __rtx_call.#end(__rtx_tx, __rtx_result).await
-                {
+                if let ::core::ops::ControlFlow::Break(__rtx_done) = #end {
                     return __rtx_done;
                 }
             }
@@ -116,16 +118,22 @@ fn generate(func: &ItemFn, analysis: &Analysis, args: &Args) -> TokenStream {
     }
 }
 
-/// A parameter of the caller-facing signature: `&Db` for the transaction, a plain name
-/// for everything else (patterns are destructured per attempt, not here).
-fn outer_input(param: &Param, db: &Ident, krate: &syn::Path) -> FnArg {
-    if param.pass == PassBy::Tx {
-        return syn::parse_quote!(#db: &#krate::Db);
-    }
-    let mut arg = param.arg.clone();
-    let name = &param.name;
-    arg.pat = Box::new(syn::parse_quote!(#name));
-    FnArg::Typed(arg)
+/// `tokens` with every token, nested ones too, at `span`: a bound is reported once
+/// only where all of its uses have the very same span.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut token| {
+            if let TokenTree::Group(group) = &token {
+                let mut inner = Group::new(group.delimiter(), respan(group.stream(), span));
+                inner.set_span(span);
+                token = TokenTree::Group(inner);
+            } else {
+                token.set_span(span);
+            }
+            token
+        })
+        .collect()
 }
 
 /// `static __RTX_OPTIONS`: the options given, the rest left to the `Db`'s policy.
@@ -201,11 +209,16 @@ fn borrow(key: &Expr) -> TokenStream {
 
 /// The statement that begins an attempt's transaction: with an idempotency key, a
 /// result stored by an earlier call is returned instead.
-fn begin(keyed: bool, private: &TokenStream, ret_span: Span) -> TokenStream {
-    let question = quote_spanned!(ret_span=> ?);
+fn begin(
+    keyed: bool,
+    private: &TokenStream,
+    convert: Option<TokenStream>,
+    blame: Span,
+) -> TokenStream {
     if keyed {
+        let begin = quote_spanned!(blame=> __rtx_call.begin_keyed().await #convert ?);
         quote! {
-            let mut __rtx_tx = match __rtx_call.begin_keyed().await #question {
+            let mut __rtx_tx = match #begin {
                 #private::Begin::Run(__rtx_tx) => __rtx_tx,
                 #private::Begin::Stored(__rtx_stored) => {
                     return ::core::result::Result::Ok(__rtx_stored);
@@ -213,8 +226,9 @@ fn begin(keyed: bool, private: &TokenStream, ret_span: Span) -> TokenStream {
             };
         }
     } else {
+        let begin = quote_spanned!(blame=> __rtx_call.begin().await #convert ?);
         quote! {
-            let mut __rtx_tx = __rtx_call.begin().await #question;
+            let mut __rtx_tx = #begin;
         }
     }
 }
@@ -227,7 +241,7 @@ fn inner_fn_attempt(
     private: &TokenStream,
     key: Option<&Expr>,
 ) -> (TokenStream, TokenStream) {
-    let lints = func.attrs.iter().filter_map(lint_attr);
+    let lints = func.attrs.iter().filter_map(outer::lint_attr);
     let mut sig = func.sig.clone();
     sig.ident = Ident::new("__rtx_body", Span::call_site());
     // A parameter that only serves as the idempotency key is used by the outer
@@ -335,28 +349,4 @@ fn attempt_clone(param: &Param, private: &TokenStream) -> TokenStream {
     quote_spanned! {param.ty().span()=>
         #private::AttemptClone::attempt_clone(&#name)
     }
-}
-
-/// Attributes of the caller-facing function: all of them, with `expect` relaxed to
-/// `allow` (see [`lint_attr`]).
-fn outer_attr(attr: &Attribute) -> TokenStream {
-    lint_attr(attr).unwrap_or_else(|| quote!(#attr))
-}
-
-/// Lint attributes also apply to the inner `fn`, where the body's code now lives.
-/// `#[expect]` becomes `#[allow]`: a lint fires in one of the two functions only, and
-/// the other would report the expectation as unfulfilled.
-fn lint_attr(attr: &Attribute) -> Option<TokenStream> {
-    let path = attr.path();
-    if path.is_ident("expect") {
-        let mut allow = attr.clone();
-        if let syn::Meta::List(list) = &mut allow.meta {
-            list.path = syn::parse_quote_spanned!(path.span()=> allow);
-        }
-        return Some(quote!(#allow));
-    }
-    ["allow", "warn", "deny", "forbid"]
-        .iter()
-        .any(|lint| path.is_ident(lint))
-        .then(|| quote!(#attr))
 }

@@ -1,11 +1,13 @@
 //! Unit tests of parsing and checking, on `proc_macro2` streams.
 //!
-//! They live apart from the modules they test because `tests/expand.rs` compiles
-//! those modules again for the expansion snapshots, and should not run these twice.
+//! They live apart from the modules they test so that each module reads as the code
+//! it owns; `tests/expand.rs` snapshots whole expansions.
 
 mod attr;
 mod duration;
 mod expand;
+mod fallback;
+mod return_type;
 mod signature;
 
 /// Every message in a (combined) error.
