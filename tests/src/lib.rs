@@ -44,11 +44,13 @@ mod protocol;
 mod proxy;
 mod replica;
 mod settings;
+mod tls;
 
 pub use cluster::{ADMIN_APPLICATION_NAME, PgCluster, PgClusterBuilder, SUPERUSER};
 pub use cuts::{CutCounts, CutPoint, CutRule, REPLY_WAIT, RandomCuts};
 pub use ports::pick_free_port;
 pub use proxy::{Direction, FaultProxy, ProxyMode};
+pub use tls::{CLIENT_CERT_ROLE, SERVER_NAMES, TlsFiles};
 
 /// Installs a `tracing` subscriber for tests: filtered by `RUST_LOG`
 /// (default `info`), written through the test harness's capture so output
