@@ -172,6 +172,44 @@ pub fn chown_to_server_user(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Creates a temporary directory (mode 0700) in `$TMPDIR` that belongs to
+/// the server user, for a server's files; it is removed when the returned
+/// [`TempDir`](tempfile::TempDir) is dropped.
+pub fn server_temp_dir(prefix: &str) -> io::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+
+    let base = std::env::temp_dir();
+    if running_as_root() {
+        // The postgres user has to reach its directory inside `base`.
+        let mode = std::fs::metadata(&base)?.permissions().mode();
+        if mode & 0o001 == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "the temporary directory {} is not traversable by the postgres user; \
+                     point TMPDIR at a world-traversable directory such as /tmp",
+                    base.display()
+                ),
+            ));
+        }
+    }
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&base)
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "could not create a temporary directory in {}: {e}",
+                    base.display()
+                ),
+            )
+        })?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
+    chown_to_server_user(dir.path())?;
+    Ok(dir)
+}
+
 /// A [`Command`] for the PostgreSQL binary `name`, switched to the postgres OS
 /// user when this process is root.
 ///

@@ -3,7 +3,6 @@
 use std::fmt::Write as _;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -204,35 +203,7 @@ impl PgCluster {
         extra_conf: Vec<String>,
         tls: Option<TlsFiles>,
     ) -> io::Result<PgCluster> {
-        let base = std::env::temp_dir();
-        if binaries::running_as_root() {
-            // The postgres user has to reach its directory inside `base`.
-            let mode = std::fs::metadata(&base)?.permissions().mode();
-            if mode & 0o001 == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    format!(
-                        "the temporary directory {} is not traversable by the postgres user; \
-                         point TMPDIR at a world-traversable directory such as /tmp",
-                        base.display()
-                    ),
-                ));
-            }
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("resilient-tx-pg-")
-            .tempdir_in(&base)
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "could not create a temporary directory in {}: {e}",
-                        base.display()
-                    ),
-                )
-            })?;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
-        binaries::chown_to_server_user(dir.path())?;
+        let dir = binaries::server_temp_dir("resilient-tx-pg-")?;
         let socket_dir = dir.path().join("sock");
         std::fs::create_dir(&socket_dir)?;
         binaries::chown_to_server_user(&socket_dir)?;

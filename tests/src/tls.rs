@@ -117,11 +117,7 @@ impl TlsFiles {
         write_file(&data_dir.join("server.key"), &server_key, 0o600)?;
         write_file(&data_dir.join("root.crt"), &ca.cert_pem, 0o644)?;
 
-        let dir = tempfile::Builder::new()
-            .prefix("resilient-tx-tls-")
-            .tempdir()?;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
-        binaries::chown_to_server_user(dir.path())?;
+        let dir = binaries::server_temp_dir("resilient-tx-tls-")?;
         let inner = Inner {
             ca_cert: dir.path().join("ca.crt"),
             untrusted_ca_cert: dir.path().join("untrusted-ca.crt"),
