@@ -91,6 +91,14 @@ pub struct PgBouncer {
     pid: AtomicU32,
 }
 
+impl PgBouncerBuilder {
+    /// Writes the configuration, starts PgBouncer on a free port and returns
+    /// once it accepts connections.
+    pub async fn start(self) -> io::Result<PgBouncer> {
+        PgBouncer::start_with(self).await
+    }
+}
+
 impl PgBouncer {
     /// Options for a PgBouncer in front of `cluster` (its current port; a
     /// restart of the cluster keeps it).
@@ -103,7 +111,7 @@ impl PgBouncer {
         Self::builder(cluster).start().await
     }
 
-    pub(crate) async fn start_with(config: PgBouncerBuilder) -> io::Result<PgBouncer> {
+    async fn start_with(config: PgBouncerBuilder) -> io::Result<PgBouncer> {
         config.validate()?;
         let started = Instant::now();
         let dir = binaries::server_temp_dir("resilient-tx-pgbouncer-")?;

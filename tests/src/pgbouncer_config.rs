@@ -12,7 +12,6 @@ use std::io;
 use std::path::Path;
 
 use crate::cluster::{PgCluster, SUPERUSER, write_owned};
-use crate::pgbouncer::PgBouncer;
 use crate::proxy::FaultProxy;
 use crate::tls::TlsFiles;
 
@@ -108,12 +107,6 @@ impl PgBouncerBuilder {
         self.settings.retain(|(own, _)| own != name);
         self.settings.push((name.to_owned(), value.to_owned()));
         self
-    }
-
-    /// Writes the configuration, starts PgBouncer on a free port and returns
-    /// once it accepts connections.
-    pub async fn start(self) -> io::Result<PgBouncer> {
-        PgBouncer::start_with(self).await
     }
 
     /// Checks names and values before anything is written: a newline or a

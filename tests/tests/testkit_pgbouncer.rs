@@ -132,15 +132,41 @@ async fn pgbouncer_forwards_and_its_console_answers() -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pgbouncer_settings_override_and_bad_ones_are_named() -> TestResult {
+async fn pgbouncer_options_apply_and_bad_ones_are_named() -> TestResult {
     init_tracing();
     bounded(async {
         let cluster = PgCluster::start().await?;
+        cluster
+            .admin()
+            .await?
+            .batch_execute("CREATE ROLE app LOGIN; CREATE ROLE unlisted LOGIN")
+            .await?;
         let bouncer = PgBouncer::builder(&cluster)
+            .user("app")
             .setting("server_login_retry", "1")
             .setting("pool_mode", "session")
             .start()
             .await?;
+        let app = connect(&format!(
+            "postgres://app@127.0.0.1:{}/postgres",
+            bouncer.port()
+        ))
+        .await?;
+        assert_eq!(simple_value(&app, "SELECT current_user").await?, "app");
+        let refused = connect(&format!(
+            "postgres://unlisted@127.0.0.1:{}/postgres",
+            bouncer.port()
+        ))
+        .await
+        .err()
+        .expect("a role missing from the auth file is refused");
+        let message = refused.as_db_error().map(|db| db.message().to_owned());
+        assert_eq!(
+            message.as_deref(),
+            Some("\"trust\" authentication failed"),
+            "{refused:?}"
+        );
+
         let config = bouncer.show("CONFIG").await?;
         let value = |key: &str| {
             config
