@@ -43,6 +43,15 @@ async fn simple_value(client: &Client, sql: &str) -> Result<String, Box<dyn std:
     Err(format!("{sql} returned no row").into())
 }
 
+/// The server backend that runs `client`'s next statement, asked with a
+/// simple query (whose reply ends with ReadyForQuery: PgBouncer has
+/// released the server when it returns).
+async fn simple_backend_pid(client: &Client) -> Result<i32, Box<dyn std::error::Error>> {
+    Ok(simple_value(client, "SELECT pg_backend_pid()")
+        .await?
+        .parse()?)
+}
+
 /// The server backend that runs `client`'s next statement, asked with an
 /// unnamed statement.
 async fn backend_pid(client: &Client) -> Result<i32, tokio_postgres::Error> {
@@ -158,8 +167,7 @@ async fn pgbouncer_options_apply_and_bad_ones_are_named() -> TestResult {
             bouncer.port()
         ))
         .await
-        .err()
-        .expect("a role missing from the auth file is refused");
+        .expect_err("a role missing from the auth file is refused");
         let message = refused.as_db_error().map(|db| db.message().to_owned());
         assert_eq!(
             message.as_deref(),
@@ -279,14 +287,18 @@ async fn pgbouncer_transaction_mode_loses_named_prepared_statements() -> TestRes
         let a = connect(&bouncer.url()).await?;
         let b = connect(&bouncer.url()).await?;
 
-        // The pool has one server connection; `a` prepares on it...
-        let first_server = backend_pid(&a).await?;
+        // `a` prepares a statement on a server connection. Simple queries end
+        // on ReadyForQuery, so each also makes sure PgBouncer has released
+        // the server of the statement before it (the extended protocol's
+        // replies can reach the client before the server's ReadyForQuery).
+        let first_server = simple_backend_pid(&a).await?;
         let statement = a.prepare("SELECT 1::int4").await?;
-        assert_eq!(bouncer.show("SERVERS").await?.len(), 1);
-        // ...`b` takes it for a transaction...
+        assert_eq!(simple_backend_pid(&a).await?, first_server);
+        // `b` takes that server for a transaction (PgBouncer hands out the
+        // server released last)...
         b.batch_execute("BEGIN").await?;
-        assert_eq!(backend_pid(&b).await?, first_server);
-        // ...so `a` runs on a new server connection, where the statement
+        assert_eq!(simple_backend_pid(&b).await?, first_server);
+        // ...so `a` runs on another server connection, where the statement
         // does not exist.
         let err = a
             .query(&statement, &[])
@@ -297,6 +309,7 @@ async fn pgbouncer_transaction_mode_loses_named_prepared_statements() -> TestRes
             Some(&SqlState::INVALID_SQL_STATEMENT_NAME),
             "{err:?}"
         );
+        assert_ne!(simple_backend_pid(&a).await?, first_server);
         assert_eq!(bouncer.show("SERVERS").await?.len(), 2);
 
         // Back on the server that has it, the same statement works: which
