@@ -45,7 +45,8 @@ impl PoolMode {
     }
 }
 
-/// Options of a new [`PgBouncer`]; see [`PgBouncer::builder`].
+/// Options of a new [`PgBouncer`](crate::PgBouncer); see
+/// [`PgBouncer::builder`](crate::PgBouncer::builder).
 #[derive(Debug, Clone)]
 pub struct PgBouncerBuilder {
     pub(crate) upstream_port: u16,
