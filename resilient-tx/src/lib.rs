@@ -103,10 +103,13 @@
 //! reads the history again and the transaction's status:
 //!
 //! - same history: the status is the truth. Committed → the call returns the body's
-//!   result; aborted → it retries as after a lost connection; still in progress (the
-//!   network went silent and the server has not noticed its client is gone) → after a
-//!   second's grace the orphaned backend is terminated (matched by pid and
-//!   transaction id, nothing else is touched) and its final status decides;
+//!   result; aborted → it retries as after a lost connection; still in progress and
+//!   idle in its transaction (the network went silent before COMMIT arrived and the
+//!   server has not noticed its client is gone) → after a second's grace the orphaned
+//!   backend is terminated (matched by pid, transaction id and that state, nothing
+//!   else is touched) and its final status decides; still executing its COMMIT (slow,
+//!   or waiting for a synchronous standby) → it is never cut short, but waited for
+//!   until the deadline, then `CommitUnknown`;
 //! - the server restarted, crashed or failed over since BEGIN: a transaction that
 //!   is not committed there did not commit → retry. A "committed" proves nothing,
 //!   since a recovery that lost the WAL assigning an id can hand that id to another

@@ -9,6 +9,10 @@
 //!   cuts connections at exact points of the PostgreSQL protocol
 //!   ([`CutPoint`]: e.g. after a COMMIT reached the server, before its reply
 //!   reached the client), once or at random from a seed ([`RandomCuts`]).
+//! * TLS-only clusters ([`PgClusterBuilder::tls`]): certificates generated
+//!   at run time ([`TlsFiles`]), plain-text TCP refused by `pg_hba.conf`.
+//! * [`PgBouncer`] — a PgBouncer process in front of a cluster (transaction
+//!   pooling by default), with its admin console.
 //! * [`binaries`] — where the PostgreSQL binaries are and how to run them
 //!   (as the `postgres` OS user when the tests run as root).
 //!
@@ -38,17 +42,23 @@
 pub mod binaries;
 mod cluster;
 mod cuts;
+mod pgbouncer;
+mod pgbouncer_config;
 mod ports;
 mod postmaster;
 mod protocol;
 mod proxy;
 mod replica;
 mod settings;
+mod tls;
 
 pub use cluster::{ADMIN_APPLICATION_NAME, PgCluster, PgClusterBuilder, SUPERUSER};
 pub use cuts::{CutCounts, CutPoint, CutRule, REPLY_WAIT, RandomCuts};
+pub use pgbouncer::{CONSOLE_DATABASE, PGBOUNCER_ENV, PgBouncer};
+pub use pgbouncer_config::{PgBouncerBuilder, PoolMode};
 pub use ports::pick_free_port;
 pub use proxy::{Direction, FaultProxy, ProxyMode};
+pub use tls::{CLIENT_CERT_ROLE, SERVER_NAMES, TlsFiles};
 
 /// Installs a `tracing` subscriber for tests: filtered by `RUST_LOG`
 /// (default `info`), written through the test harness's capture so output
