@@ -6,10 +6,10 @@ use std::time::Duration;
 use resilient_tx_testkit::{CutCounts, CutPoint, CutRule, FaultProxy, PgCluster};
 use tokio::time::Instant;
 
-use super::harness::{
+use crate::harness::{
     App, CaseError, CaseResult, Recorder, backends, balances, config, poll, registry, scalar, stop,
 };
-use super::secs;
+use crate::observation::secs;
 
 /// Locks the gateway's connections hold on the server (none while they are idle).
 async fn locks_held(cluster: &PgCluster, application_name: &str) -> Result<i64, CaseError> {
@@ -38,7 +38,7 @@ async fn row_lock_free(cluster: &PgCluster, id: i64) -> Result<bool, CaseError> 
 }
 
 /// TX-01.
-pub(super) async fn deadlock(rec: &Recorder) -> CaseResult {
+pub(crate) async fn deadlock(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL (deadlock_timeout 200 ms) and the gateway");
     let cluster = PgCluster::builder()
         .setting("deadlock_timeout", "200ms")
@@ -140,7 +140,7 @@ pub(super) async fn deadlock(rec: &Recorder) -> CaseResult {
 }
 
 /// TX-02.
-pub(super) async fn long_transaction(rec: &Recorder) -> CaseResult {
+pub(crate) async fn long_transaction(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL and the gateway (1 s statement timeout, 3 s deadline)");
     let cluster = PgCluster::start().await?;
     let mut settings = config(&cluster.url(), "gw-tx02");
@@ -277,7 +277,7 @@ fn cuts_since(before: CutCounts, after: CutCounts) -> CutCounts {
 }
 
 /// TX-03.
-pub(super) async fn mid_transaction_failure(rec: &Recorder) -> CaseResult {
+pub(crate) async fn mid_transaction_failure(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL, the cut proxy, and the gateway behind it (one connection)");
     let cluster = PgCluster::start().await?;
     let proxy = FaultProxy::start(cluster.socket_addr()).await?;

@@ -6,11 +6,11 @@ use std::time::Duration;
 use resilient_tx_testkit::{FaultProxy, PgCluster};
 use tokio::time::Instant;
 
-use super::harness::{
+use crate::harness::{
     App, CaseError, CaseResult, Recorder, Reply, WriteRecord, Writer, check_writes, config,
     multi_host_url, names, poll, registry, stop, tally,
 };
-use super::secs;
+use crate::observation::secs;
 
 /// The first write acknowledged after `after`: how long after it.
 fn first_ack_after(records: &[WriteRecord], after: Instant) -> Option<Duration> {
@@ -39,7 +39,7 @@ fn longest_gap(records: &[WriteRecord], from: Instant) -> Duration {
 }
 
 /// FO-01.
-pub(super) async fn primary_failure(rec: &Recorder) -> CaseResult {
+pub(crate) async fn primary_failure(rec: &Recorder) -> CaseResult {
     rec.step("starting a primary and a streaming replica");
     let primary = PgCluster::start().await?;
     let replica = primary.create_replica().await?;
@@ -135,7 +135,7 @@ pub(super) async fn primary_failure(rec: &Recorder) -> CaseResult {
 }
 
 /// FO-02.
-pub(super) async fn replica_lag(rec: &Recorder) -> CaseResult {
+pub(crate) async fn replica_lag(rec: &Recorder) -> CaseResult {
     rec.step("starting a primary, a streaming replica, and the gateway reading from the replica");
     let primary = PgCluster::start().await?;
     let replica = primary.create_replica().await?;
@@ -358,7 +358,7 @@ async fn force_reconnect(cluster: &PgCluster, application_name: &str) -> Result<
 
 /// How FO-03 cuts the old primary off from the gateway while it is a second primary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Isolation {
+pub(crate) enum Isolation {
     /// Its proxy resets new connections (a host with nothing listening, a firewall that
     /// rejects): the connect to it fails at once and the next host is tried.
     Refuse,
@@ -368,7 +368,7 @@ pub(super) enum Isolation {
 }
 
 /// FO-03.
-pub(super) async fn split_brain(rec: &Recorder, isolation: Isolation) -> CaseResult {
+pub(crate) async fn split_brain(rec: &Recorder, isolation: Isolation) -> CaseResult {
     rec.step("starting primary A, its streaming replica B, and a proxy in front of A");
     let a = PgCluster::start().await?;
     let b = a.create_replica().await?;

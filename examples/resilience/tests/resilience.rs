@@ -2,12 +2,12 @@
 //! against real PostgreSQL servers (a streaming replica and the test kit's fault proxy
 //! where the case needs them), driving the gateway over real HTTP.
 //!
-//! The case logic lives in `gateway::resilience`, shared with the `resilience` binary;
+//! The case logic lives in the `resilience` library, shared with its binary;
 //! each test runs one case (which starts its own servers, so the tests are independent
 //! and run in parallel) and asserts that every check of its observation held. The
 //! observation is printed either way, figures included.
 
-use gateway::resilience::{self, Observation};
+use resilience::Observation;
 use resilient_tx_testkit::init_tracing;
 
 fn assert_passed(observation: Observation) {

@@ -6,15 +6,15 @@ use resilient_tx_testkit::PgCluster;
 use tokio::time::Instant;
 
 use super::connection_loss::refill;
-use super::harness::{App, CaseResult, Http, Recorder, Reply, backends, config, poll, stop, tally};
-use super::secs;
+use crate::harness::{App, CaseResult, Http, Recorder, Reply, backends, config, poll, stop, tally};
+use crate::observation::secs;
 
 /// Runs `n` transactions of `seconds` at once; their answers.
 async fn concurrent_sleeps(
     http: &Http,
     n: usize,
     seconds: f64,
-) -> Result<Vec<Reply>, super::harness::CaseError> {
+) -> Result<Vec<Reply>, crate::harness::CaseError> {
     let mut tasks = Vec::with_capacity(n);
     for _ in 0..n {
         let http = http.clone();
@@ -33,7 +33,7 @@ async fn concurrent_sleeps(
 }
 
 /// CP-01.
-pub(super) async fn exhaustion(rec: &Recorder) -> CaseResult {
+pub(crate) async fn exhaustion(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL and the gateway (pool: 5 kept, 15 at most, 1.5 s pool timeout)");
     let cluster = PgCluster::start().await?;
     let mut settings = config(&cluster.url(), "gw-cp01");
@@ -149,7 +149,7 @@ pub(super) async fn exhaustion(rec: &Recorder) -> CaseResult {
 }
 
 /// CP-02.
-pub(super) async fn stale_connections(rec: &Recorder) -> CaseResult {
+pub(crate) async fn stale_connections(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL and the gateway");
     let cluster = PgCluster::start().await?;
     let settings = config(&cluster.url(), "gw-cp02");
@@ -236,7 +236,7 @@ pub(super) async fn stale_connections(rec: &Recorder) -> CaseResult {
 }
 
 /// CP-03.
-pub(super) async fn recovery(rec: &Recorder) -> CaseResult {
+pub(crate) async fn recovery(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL and the gateway (pool: 5 kept)");
     let cluster = PgCluster::start().await?;
     let settings = config(&cluster.url(), "gw-cp03");

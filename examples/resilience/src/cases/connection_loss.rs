@@ -6,10 +6,10 @@ use std::time::Duration;
 use resilient_tx_testkit::{FaultProxy, PgCluster};
 use tokio::time::Instant;
 
-use super::harness::{
+use crate::harness::{
     App, CaseResult, Recorder, Reply, backends, config, names, poll, registry, stop, tally,
 };
-use super::secs;
+use crate::observation::secs;
 
 /// Margin allowed above a deadline for an answer to come back on a loaded machine.
 const MARGIN: Duration = Duration::from_secs(3);
@@ -28,7 +28,7 @@ async fn probes_until_ready(app: &App, most: u32) -> (u32, Reply) {
 }
 
 /// CL-01.
-pub(super) async fn database_shutdown(rec: &Recorder) -> CaseResult {
+pub(crate) async fn database_shutdown(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL and the gateway");
     let cluster = PgCluster::start().await?;
     let mut settings = config(&cluster.url(), "gw-cl01");
@@ -134,7 +134,7 @@ pub(super) async fn database_shutdown(rec: &Recorder) -> CaseResult {
 }
 
 /// CL-02.
-pub(super) async fn network_partition(rec: &Recorder) -> CaseResult {
+pub(crate) async fn network_partition(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL, a fault proxy and the gateway behind it");
     let cluster = PgCluster::start().await?;
     let proxy = FaultProxy::start(cluster.socket_addr()).await?;
@@ -217,7 +217,7 @@ pub(super) async fn network_partition(rec: &Recorder) -> CaseResult {
 }
 
 /// CL-03.
-pub(super) async fn connection_drop(rec: &Recorder) -> CaseResult {
+pub(crate) async fn connection_drop(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL and the gateway");
     let cluster = PgCluster::start().await?;
     let settings = config(&cluster.url(), "gw-cl03");
@@ -343,11 +343,11 @@ pub(super) async fn connection_drop(rec: &Recorder) -> CaseResult {
 /// Waits until the server has at least `min_idle` live connections of the gateway and
 /// `/health/status` shows as many, probing readiness meanwhile as an orchestrator
 /// would (the pool tops itself up when it is used).
-pub(super) async fn refill(
+pub(crate) async fn refill(
     app: &App,
     cluster: &PgCluster,
     limit: Duration,
-) -> Result<Option<Duration>, super::harness::CaseError> {
+) -> Result<Option<Duration>, crate::harness::CaseError> {
     let started = Instant::now();
     let min = i64::from(app.min_idle);
     loop {
@@ -368,7 +368,7 @@ pub(super) async fn refill(
 }
 
 /// CL-04.
-pub(super) async fn slow_network(rec: &Recorder) -> CaseResult {
+pub(crate) async fn slow_network(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL, a fault proxy and the gateway behind it");
     let cluster = PgCluster::start().await?;
     let proxy = FaultProxy::start(cluster.socket_addr()).await?;

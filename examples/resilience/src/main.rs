@@ -2,9 +2,9 @@
 //! throwaway PostgreSQL servers and prints the matrix.
 //!
 //! ```text
-//! cargo run -p gateway --bin resilience            # every case
-//! cargo run -p gateway --bin resilience -- FO-03   # some cases, by id
-//! cargo run -p gateway --bin resilience -- --list
+//! cargo run -p resilience            # every case
+//! cargo run -p resilience -- FO-03   # some cases, by id
+//! cargo run -p resilience -- --list
 //! ```
 //!
 //! Progress goes to stderr, the matrix to stdout; the exit code is 1 when a case fails,
@@ -15,7 +15,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use gateway::resilience::{self, Case};
+use resilience::Case;
 use resilient_tx_testkit::PgCluster;
 use tracing_subscriber::EnvFilter;
 
