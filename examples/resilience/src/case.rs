@@ -1,9 +1,6 @@
-//! The thirteen cases of the matrix by id and name, and which function runs each.
+//! The thirteen cases of the matrix by id and name.
 
 use std::fmt;
-
-use crate::cases::{connection_loss, failover, pool, transactions};
-use crate::harness::{self, Recorder};
 
 /// One case of the matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,24 +99,6 @@ impl Case {
         Case::ALL
             .into_iter()
             .find(|case| case.id().replace('-', "") == wanted)
-    }
-
-    pub(crate) async fn body(self, rec: &Recorder) -> harness::CaseResult {
-        match self {
-            Case::Cl01 => connection_loss::database_shutdown(rec).await,
-            Case::Cl02 => connection_loss::network_partition(rec).await,
-            Case::Cl03 => connection_loss::connection_drop(rec).await,
-            Case::Cl04 => connection_loss::slow_network(rec).await,
-            Case::Cp01 => pool::exhaustion(rec).await,
-            Case::Cp02 => pool::stale_connections(rec).await,
-            Case::Cp03 => pool::recovery(rec).await,
-            Case::Fo01 => failover::primary_failure(rec).await,
-            Case::Fo02 => failover::replica_lag(rec).await,
-            Case::Fo03 => failover::split_brain(rec, failover::Isolation::Refuse).await,
-            Case::Tx01 => transactions::deadlock(rec).await,
-            Case::Tx02 => transactions::long_transaction(rec).await,
-            Case::Tx03 => transactions::mid_transaction_failure(rec).await,
-        }
     }
 }
 

@@ -9,9 +9,11 @@
 //! servers, and returns an [`Observation`]: pass or fail, what was observed, how long
 //! recovery took.
 //!
-//! The tests (`tests/resilience.rs`, one per case) assert on the observation; the
-//! `resilience` binary (`cargo run -p resilience`) runs them all and prints the
-//! matrix. Both run exactly this code.
+//! The test (`tests/resilience.rs`) runs every case once and asserts on the
+//! observations; the `resilience` binary (`cargo run -p resilience`) runs them and
+//! prints the [`matrix`]. Both run exactly this code, and both render the HTML
+//! [`report`] ([`html`]) from the observations, each of which carries its
+//! [`Timeline`]: every request of the suite's client, the fault windows, the recovery.
 //!
 //! | family | cases |
 //! |---|---|
@@ -29,22 +31,33 @@
 //! gateway serves for the suite), `harness` (what every case uses: the recorder, the
 //! gateway under test, its HTTP client, database inspection, a background writer),
 //! `cases` (the cases, by family), `case` and `runner` (which case runs which code,
-//! within a time limit), `observation` and `matrix` (what was seen, as text).
+//! within a time limit, one after the other or in parallel), `timeline` and
+//! `observation` (what was seen), [`matrix`] and [`report`] (as text, as HTML), and
+//! `expected_logs` (the log lines a case provokes on purpose).
 
 #![deny(missing_docs, missing_debug_implementations)]
 
 mod case;
 mod cases;
+mod expected_logs;
 mod harness;
-mod matrix;
+pub mod matrix;
 mod observation;
+mod progress;
+pub mod report;
 pub mod routes;
 mod runner;
+mod text;
+mod timeline;
 
 pub use case::Case;
+pub use expected_logs::ExpectedLogs;
 pub use matrix::matrix;
 pub use observation::{Check, Observation};
-pub use runner::{CASE_LIMIT, run, run_all, set_progress};
+pub use progress::set_progress;
+pub use report::html;
+pub use runner::{CASE_LIMIT, run, run_all, run_in_parallel};
+pub use timeline::{Fault, RequestSample, Span, Timeline};
 
 use runner::run_with;
 

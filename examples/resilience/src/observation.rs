@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::case::Case;
+use crate::text::{secs, wrap};
+use crate::timeline::Timeline;
 
 /// One assertion of a case: what must hold, and whether it did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +38,8 @@ pub struct Observation {
     pub error: Option<String>,
     /// How long the case took.
     pub elapsed: Duration,
+    /// Every request, the fault windows and the recovery, in time.
+    pub timeline: Timeline,
 }
 
 impl Observation {
@@ -49,6 +53,7 @@ impl Observation {
             figures: Vec::new(),
             error: None,
             elapsed: Duration::ZERO,
+            timeline: Timeline::default(),
         }
     }
 
@@ -67,7 +72,8 @@ impl Observation {
         if self.passed() { "PASS" } else { "FAIL" }
     }
 
-    /// Everything: verdict, summary, figures, notes, every check.
+    /// Everything: verdict, summary, figures, notes, every check, wrapped to
+    /// `WIDTH` columns.
     pub fn report(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
@@ -79,34 +85,24 @@ impl Observation {
             secs(self.elapsed)
         );
         if let Some(error) = &self.error {
-            let _ = writeln!(out, "  error: {error}");
+            out.push_str(&wrap(&format!("error: {error}"), "  ", "    "));
         }
         if !self.summary.is_empty() {
-            let _ = writeln!(out, "  observed: {}", self.summary);
+            out.push_str(&wrap(&format!("observed: {}", self.summary), "  ", "    "));
         }
         if let Some(recovery) = self.recovery {
             let _ = writeln!(out, "  recovery: {}", secs(recovery));
         }
         for (name, value) in &self.figures {
-            let _ = writeln!(out, "  {name}: {value}");
+            out.push_str(&wrap(&format!("{name}: {value}"), "  ", "    "));
         }
         for note in &self.notes {
-            let _ = writeln!(out, "  - {note}");
+            out.push_str(&wrap(note, "  - ", "    "));
         }
         for check in &self.checks {
             let mark = if check.passed { "ok  " } else { "FAIL" };
-            let _ = writeln!(out, "  [{mark}] {}", check.what);
+            out.push_str(&wrap(&check.what, &format!("  [{mark}] "), "         "));
         }
         out
-    }
-}
-
-/// A duration for people: `0.42 s`, `12.3 s`.
-pub(crate) fn secs(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s < 10.0 {
-        format!("{s:.2} s")
-    } else {
-        format!("{s:.1} s")
     }
 }

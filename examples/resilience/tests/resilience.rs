@@ -1,14 +1,25 @@
-//! The thirteen cases of the resilience matrix (`RESILIENCE-MATRIX.md`), one test each,
-//! against real PostgreSQL servers (a streaming replica and the test kit's fault proxy
-//! where the case needs them), driving the gateway over real HTTP.
+//! The thirteen cases of the resilience matrix (`RESILIENCE-MATRIX.md`) against real
+//! PostgreSQL servers (a streaming replica and the test kit's fault proxy where the
+//! case needs them), driving the gateway over real HTTP, and the HTML report they
+//! make, opened in a real browser.
 //!
-//! The case logic lives in the `resilience` library, shared with its binary;
-//! each test runs one case (which starts its own servers, so the tests are independent
-//! and run in parallel) and asserts that every check of its observation held. The
-//! observation is printed either way, figures included.
+//! The case logic lives in the `resilience` library, shared with its binary. The
+//! matrix test runs every case once, two at a time, each on a thread and a runtime of
+//! its own (each case starts its own servers, so they are independent), asserts that
+//! every check of every observation held, and renders the report from those very
+//! observations: one run of the cases serves both. The observations are printed either
+//! way, figures included; the report and its screenshot stay in the target directory.
 
-use resilience::Observation;
+mod browser;
+
+use std::path::PathBuf;
+
+use resilience::{Case, Observation};
 use resilient_tx_testkit::init_tracing;
+
+/// Cases run at once: one per core of the two-core machines the suite is made for,
+/// as a test runner would run one test per case.
+const JOBS: usize = 2;
 
 fn assert_passed(observation: Observation) {
     let report = observation.report();
@@ -16,95 +27,45 @@ fn assert_passed(observation: Observation) {
     assert!(observation.passed(), "{report}");
 }
 
-/// CL-01.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cl_01_database_shutdown() {
+/// All thirteen cases pass, and their report renders in Chromium: the matrix and one
+/// section with one timeline (SVG) per case.
+#[test]
+fn resilience_matrix_passes_and_its_report_renders() {
     init_tracing();
-    assert_passed(resilience::cl_01_database_shutdown().await);
-}
+    let observations = resilience::run_in_parallel(&Case::ALL, JOBS);
+    println!("{}", resilience::matrix(&observations));
 
-/// CL-02.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cl_02_network_partition() {
-    init_tracing();
-    assert_passed(resilience::cl_02_network_partition().await);
-}
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let html = dir.join("resilience-report.html");
+    let png = dir.join("resilience-report.png");
+    let rendered = std::fs::write(&html, resilience::html(&observations))
+        .map_err(|e| format!("could not write {}: {e}", html.display()))
+        .and_then(|()| browser::check_report(&html, &png, &Case::ALL));
+    match &rendered {
+        Ok(what) => println!(
+            "report: {} ({what}); screenshot: {}",
+            html.display(),
+            png.display()
+        ),
+        Err(problem) => println!("report: {}: {problem}", html.display()),
+    }
 
-/// CL-03.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cl_03_connection_drop() {
-    init_tracing();
-    assert_passed(resilience::cl_03_connection_drop().await);
-}
-
-/// CL-04.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cl_04_slow_network() {
-    init_tracing();
-    assert_passed(resilience::cl_04_slow_network().await);
-}
-
-/// CP-01.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cp_01_pool_exhaustion() {
-    init_tracing();
-    assert_passed(resilience::cp_01_pool_exhaustion().await);
-}
-
-/// CP-02.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cp_02_stale_connections() {
-    init_tracing();
-    assert_passed(resilience::cp_02_stale_connections().await);
-}
-
-/// CP-03.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cp_03_pool_recovery() {
-    init_tracing();
-    assert_passed(resilience::cp_03_pool_recovery().await);
-}
-
-/// FO-01.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fo_01_primary_failure() {
-    init_tracing();
-    assert_passed(resilience::fo_01_primary_failure().await);
-}
-
-/// FO-02.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fo_02_replica_lag() {
-    init_tracing();
-    assert_passed(resilience::fo_02_replica_lag().await);
-}
-
-/// FO-03.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fo_03_split_brain() {
-    init_tracing();
-    assert_passed(resilience::fo_03_split_brain().await);
-}
-
-/// TX-01.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tx_01_deadlock() {
-    init_tracing();
-    assert_passed(resilience::tx_01_deadlock().await);
-}
-
-/// TX-02.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tx_02_long_transaction() {
-    init_tracing();
-    assert_passed(resilience::tx_02_long_transaction().await);
-}
-
-/// TX-03.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tx_03_mid_transaction_failure() {
-    init_tracing();
-    assert_passed(resilience::tx_03_mid_transaction_failure().await);
+    let failed: Vec<String> = observations
+        .iter()
+        .filter(|o| !o.passed())
+        .map(Observation::report)
+        .collect();
+    assert!(
+        failed.is_empty() && rendered.is_ok(),
+        "{} of 13 cases failed{}\n{}",
+        failed.len(),
+        rendered
+            .as_ref()
+            .err()
+            .map(|problem| format!("; the report did not render as it must: {problem}"))
+            .unwrap_or_default(),
+        failed.join("\n")
+    );
 }
 
 /// FO-03's isolation by a silent network instead of refused connections: the silent

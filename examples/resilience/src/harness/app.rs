@@ -8,9 +8,10 @@ use resilient_tx::Metrics;
 use serde_json::Value;
 
 use super::http::Http;
+use super::recorder::Recorder;
 use super::{CaseError, TOKEN, poll, stop};
-use crate::observation::secs;
 use crate::routes;
+use crate::text::secs;
 
 /// Gateway settings for the suite: loopback on any port, the matrix's pool (5 kept, 15
 /// at most), short timeouts so outages answer quickly, and an `application_name` of
@@ -73,14 +74,15 @@ impl App {
         .await
     }
 
-    /// Starts the gateway with `config`, the suite's [`routes`] added under `/api`.
-    pub(crate) async fn start(config: Config) -> Result<App, CaseError> {
+    /// Starts the gateway with `config`, the suite's [`routes`] added under `/api`;
+    /// its client records every request on `rec`'s timeline.
+    pub(crate) async fn start(rec: &Recorder, config: Config) -> Result<App, CaseError> {
         let application_name = config.application_name.clone();
         let min_idle = config.pool.min_idle;
         let server = gateway::serve_with(config, routes::routes())
             .await
             .map_err(|e| stop(format!("the gateway did not start: {e}")))?;
-        let http = Http::new(server.url());
+        let http = Http::new(server.url(), rec.clone());
         Ok(App {
             server,
             http,

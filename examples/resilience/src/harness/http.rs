@@ -1,11 +1,13 @@
 //! The suite's HTTP client for one gateway: every request with the suite's token, a
-//! transport failure turned into a reply, and the requests the cases send.
+//! transport failure turned into a reply, each request on the case's timeline, and
+//! the requests the cases send.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use super::recorder::Recorder;
 use super::reply::Reply;
 use super::{CaseError, TOKEN, stop};
 
@@ -13,21 +15,23 @@ use super::{CaseError, TOKEN, stop};
 /// gateways under test have, so a hang shows up as a slow answer, not a lost one.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// An HTTP client for one gateway, sending the suite's token.
+/// An HTTP client for one gateway, sending the suite's token and recording every
+/// request on the case's timeline.
 #[derive(Debug, Clone)]
 pub(crate) struct Http {
     client: reqwest::Client,
     base: String,
+    rec: Recorder,
 }
 
 impl Http {
-    pub(super) fn new(base: String) -> Http {
+    pub(super) fn new(base: String, rec: Recorder) -> Http {
         let client = reqwest::Client::builder()
             .timeout(HTTP_TIMEOUT)
             .no_proxy()
             .build()
             .expect("an HTTP client with no TLS and no proxy always builds");
-        Http { client, base }
+        Http { client, base, rec }
     }
 
     pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -37,35 +41,17 @@ impl Http {
     }
 
     /// Sends a request; a transport failure (the gateway did not answer) becomes a
-    /// reply with status 0.
+    /// reply with status 0. Either way it goes on the timeline.
     pub(crate) async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
         let started = Instant::now();
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(e) => return Reply::transport(e.to_string(), started.elapsed()),
+        let reply = exchange(request, started).await;
+        let code = match &reply.transport_error {
+            Some(_) => "no answer",
+            None => reply.code(),
         };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let text = match response.text().await {
-            Ok(text) => text,
-            Err(e) => return Reply::transport(e.to_string(), started.elapsed()),
-        };
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|_| json!({ "not_json": text }))
-        };
-        Reply {
-            status,
-            body,
-            retry_after,
-            elapsed: started.elapsed(),
-            transport_error: None,
-        }
+        self.rec
+            .request(started, started + reply.elapsed, reply.status, code);
+        reply
     }
 
     pub(crate) async fn get(&self, path: &str) -> Reply {
@@ -149,5 +135,35 @@ impl Http {
             json!({ "seconds": seconds, "steps": steps, "lock_account": lock_account }),
         )
         .await
+    }
+}
+
+/// One request and its answer, read whole; `started` is when it was sent.
+async fn exchange(request: reqwest::RequestBuilder, started: Instant) -> Reply {
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(e) => return Reply::transport(e.to_string(), started.elapsed()),
+    };
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let text = match response.text().await {
+        Ok(text) => text,
+        Err(e) => return Reply::transport(e.to_string(), started.elapsed()),
+    };
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| json!({ "not_json": text }))
+    };
+    Reply {
+        status,
+        body,
+        retry_after,
+        elapsed: started.elapsed(),
+        transport_error: None,
     }
 }

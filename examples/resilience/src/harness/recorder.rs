@@ -1,4 +1,5 @@
-//! The recorder of a case's observation: steps, checks, notes, figures, recovery.
+//! The recorder of a case's observation: steps, checks, notes, figures, recovery, and
+//! the timeline (requests, fault windows) the report draws.
 
 use std::fmt::Display;
 use std::sync::{Arc, Mutex};
@@ -7,8 +8,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::case::Case;
-use crate::observation::{Check, Observation, secs};
-use crate::runner::progress_on;
+use crate::observation::{Check, Observation};
+use crate::progress::progress_on;
+use crate::text::secs;
+use crate::timeline::{Fault, RequestSample, Span};
 
 /// Records a case's observation as it runs; shared with the runner so a panic or a
 /// timeout keeps what was seen until then.
@@ -69,10 +72,66 @@ impl Recorder {
         self.with(|o| o.figures.push((name, value)));
     }
 
-    /// Records the time to recover.
-    pub(crate) fn recovery(&self, recovery: Duration) {
-        self.step(format_args!("recovered in {}", secs(recovery)));
-        self.with(|o| o.recovery = Some(recovery));
+    /// Records the time to recover, `took`, measured from `from` (the end of the
+    /// fault: the server started, the network healed, the replica promoted …).
+    pub(crate) fn recovery(&self, from: Instant, took: Duration) {
+        self.step(format_args!("recovered in {}", secs(took)));
+        let start = self.offset(from);
+        self.with(|o| {
+            o.recovery = Some(took);
+            o.timeline.recovery = Some(Span {
+                start,
+                end: start + took,
+            });
+        });
+    }
+
+    /// Where `at` lies on the case's timeline.
+    fn offset(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.started)
+    }
+
+    /// Records one request of the suite's client: sent at `start`, answered at `end`
+    /// with `status` (0: no answer) and error `code` (empty for none).
+    pub(crate) fn request(&self, start: Instant, end: Instant, status: u16, code: &str) {
+        let sample = RequestSample {
+            start: self.offset(start),
+            end: self.offset(end),
+            status,
+            code: code.to_owned(),
+        };
+        self.with(|o| o.timeline.requests.push(sample));
+    }
+
+    /// A fault begins now (it lasts until [`Recorder::fault_ends`]).
+    pub(crate) fn fault_begins(&self, label: impl Into<String>) {
+        let fault = Fault {
+            label: label.into(),
+            start: self.offset(Instant::now()),
+            end: None,
+        };
+        self.with(|o| o.timeline.faults.push(fault));
+    }
+
+    /// The fault begun last and still lasting ends now.
+    pub(crate) fn fault_ends(&self) {
+        let now = self.offset(Instant::now());
+        self.with(|o| {
+            if let Some(fault) = o.timeline.faults.iter_mut().rev().find(|f| f.end.is_none()) {
+                fault.end = Some(now);
+            }
+        });
+    }
+
+    /// An instant fault (connections terminated, a connection cut) happened at `at`.
+    pub(crate) fn fault_at(&self, at: Instant, label: impl Into<String>) {
+        let at = self.offset(at);
+        let fault = Fault {
+            label: label.into(),
+            start: at,
+            end: Some(at),
+        };
+        self.with(|o| o.timeline.faults.push(fault));
     }
 
     /// Sets the one-line summary.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::observation::secs;
+use crate::text::secs;
 
 /// One answer of the gateway.
 #[derive(Debug, Clone)]
