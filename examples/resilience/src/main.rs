@@ -27,8 +27,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-const USAGE: &str = "usage: resilience [--list] [--html FILE] [--jobs N] [CASE...]   \
-                     (CASE: CL-01 … TX-03; default: all)";
+const USAGE: &str = "usage: resilience [--list] [--html FILE] [--jobs N] [CASE...]\n\
+                     CASE: CL-01 … TX-03 (default: all); --jobs: cases at a time (default 1)";
 
 /// What the command line asks for.
 #[derive(Debug)]
