@@ -6,11 +6,11 @@ use std::time::Duration;
 use resilient_tx_testkit::{FaultProxy, PgCluster};
 use tokio::time::Instant;
 
-use super::harness::{
+use crate::harness::{
     App, CaseError, CaseResult, Recorder, Reply, WriteRecord, Writer, check_writes, config,
     multi_host_url, names, poll, registry, stop, tally,
 };
-use super::secs;
+use crate::text::secs;
 
 /// The first write acknowledged after `after`: how long after it.
 fn first_ack_after(records: &[WriteRecord], after: Instant) -> Option<Duration> {
@@ -39,7 +39,7 @@ fn longest_gap(records: &[WriteRecord], from: Instant) -> Duration {
 }
 
 /// FO-01.
-pub(super) async fn primary_failure(rec: &Recorder) -> CaseResult {
+pub(crate) async fn primary_failure(rec: &Recorder) -> CaseResult {
     rec.step("starting a primary and a streaming replica");
     let primary = PgCluster::start().await?;
     let replica = primary.create_replica().await?;
@@ -47,7 +47,7 @@ pub(super) async fn primary_failure(rec: &Recorder) -> CaseResult {
     let mut settings = config(&url, "gw-fo01");
     settings.deadline = Duration::from_secs(10);
     settings.retries = 30;
-    let app = App::start(settings).await?;
+    let app = App::start(rec, settings).await?;
     app.wait_ready(Duration::from_secs(30)).await?;
     let ready = app.http.get("/health/ready").await;
     rec.check(
@@ -69,10 +69,12 @@ pub(super) async fn primary_failure(rec: &Recorder) -> CaseResult {
     let before_failover = writer.acked();
 
     rec.step("stopping the primary (fast shutdown)");
+    rec.fault_begins("primary stopped, replica being promoted");
     let stopped_at = Instant::now();
     primary.stop_fast().await?;
     rec.step("promoting the replica");
     replica.promote().await?;
+    rec.fault_ends();
     let promoted_at = Instant::now();
     rec.figure("stop + promote took", secs(promoted_at - stopped_at));
     let resumed = writer
@@ -89,7 +91,7 @@ pub(super) async fn primary_failure(rec: &Recorder) -> CaseResult {
     );
     let first = first_ack_after(&records, promoted_at);
     if let Some(first) = first {
-        rec.recovery(first);
+        rec.recovery(promoted_at, first);
         rec.figure(
             "time from promotion to the first acknowledged write",
             secs(first),
@@ -135,13 +137,13 @@ pub(super) async fn primary_failure(rec: &Recorder) -> CaseResult {
 }
 
 /// FO-02.
-pub(super) async fn replica_lag(rec: &Recorder) -> CaseResult {
+pub(crate) async fn replica_lag(rec: &Recorder) -> CaseResult {
     rec.step("starting a primary, a streaming replica, and the gateway reading from the replica");
     let primary = PgCluster::start().await?;
     let replica = primary.create_replica().await?;
     let mut settings = config(&primary.url(), "gw-fo02");
     settings.database_replica_url = Some(replica.url());
-    let app = App::start(settings).await?;
+    let app = App::start(rec, settings).await?;
     app.wait_ready(Duration::from_secs(30)).await?;
     const ACCOUNTS: i64 = 10;
     const TOTAL: i64 = ACCOUNTS * 100;
@@ -165,6 +167,7 @@ pub(super) async fn replica_lag(rec: &Recorder) -> CaseResult {
 
     rec.step("pausing replay on the replica: it lags behind the primary");
     let replica_admin = replica.admin().await?;
+    rec.fault_begins("replay paused");
     replica_admin
         .batch_execute("SELECT pg_wal_replay_pause()")
         .await?;
@@ -202,6 +205,7 @@ pub(super) async fn replica_lag(rec: &Recorder) -> CaseResult {
     replica_admin
         .batch_execute("SELECT pg_wal_replay_resume()")
         .await?;
+    rec.fault_ends();
     replica.wait_replay_catch_up(&primary).await?;
     let caught_up = app.http.get("/api/servers?name=fo02-fresh").await;
     rec.check(
@@ -253,6 +257,7 @@ pub(super) async fn replica_lag(rec: &Recorder) -> CaseResult {
     let mut pauses = 0;
     while started.elapsed() < run_for {
         tokio::time::sleep(Duration::from_millis(300)).await;
+        rec.fault_begins("replay paused");
         replica_admin
             .batch_execute("SELECT pg_wal_replay_pause()")
             .await?;
@@ -261,6 +266,7 @@ pub(super) async fn replica_lag(rec: &Recorder) -> CaseResult {
         replica_admin
             .batch_execute("SELECT pg_wal_replay_resume()")
             .await?;
+        rec.fault_ends();
     }
     let mut transfer_replies = Vec::new();
     for task in transfers {
@@ -308,6 +314,7 @@ pub(super) async fn replica_lag(rec: &Recorder) -> CaseResult {
     );
 
     rec.step("stopping the replica: reads fall back to the primary");
+    rec.fault_begins("replica stopped");
     replica.stop_fast().await?;
     let stopped = Instant::now();
     let fallback = app.http.get("/api/servers?name=fo02-fresh").await;
@@ -320,7 +327,7 @@ pub(super) async fn replica_lag(rec: &Recorder) -> CaseResult {
             fallback_accounts.brief()
         ),
     );
-    rec.recovery(stopped.elapsed());
+    rec.recovery(stopped, stopped.elapsed());
     rec.summary(format!(
         "lagging replica hides a fresh write, `Consistency: strong` shows it; {} replica \
          reads during {} transfers, all consistent; replica down → reads from the primary in {}",
@@ -358,7 +365,7 @@ async fn force_reconnect(cluster: &PgCluster, application_name: &str) -> Result<
 
 /// How FO-03 cuts the old primary off from the gateway while it is a second primary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Isolation {
+pub(crate) enum Isolation {
     /// Its proxy resets new connections (a host with nothing listening, a firewall that
     /// rejects): the connect to it fails at once and the next host is tried.
     Refuse,
@@ -368,7 +375,7 @@ pub(super) enum Isolation {
 }
 
 /// FO-03.
-pub(super) async fn split_brain(rec: &Recorder, isolation: Isolation) -> CaseResult {
+pub(crate) async fn split_brain(rec: &Recorder, isolation: Isolation) -> CaseResult {
     rec.step("starting primary A, its streaming replica B, and a proxy in front of A");
     let a = PgCluster::start().await?;
     let b = a.create_replica().await?;
@@ -379,7 +386,7 @@ pub(super) async fn split_brain(rec: &Recorder, isolation: Isolation) -> CaseRes
     settings.deadline = Duration::from_secs(15);
     settings.retries = 60;
     let app_name = settings.application_name.clone();
-    let app = App::start(settings).await?;
+    let app = App::start(rec, settings).await?;
     app.wait_ready(Duration::from_secs(30)).await?;
 
     rec.step("writing continuously: keyed creates, repeated with the same key after a 503");
@@ -393,6 +400,7 @@ pub(super) async fn split_brain(rec: &Recorder, isolation: Isolation) -> CaseRes
     // 1. Switchover, fence first: A turns read-only under the gateway's live
     //    connections, so their next write fails with 25006.
     rec.step("fencing A read-only under the gateway's live connections");
+    rec.fault_begins("A fenced read-only, stopped; B promoted");
     admin_exec(&a, FENCE).await?;
     let fenced_at = Instant::now();
     let read_only_before = app.metrics().retries_read_only;
@@ -405,6 +413,7 @@ pub(super) async fn split_brain(rec: &Recorder, isolation: Isolation) -> CaseRes
     rec.step("stopping A, promoting B");
     a.stop_fast().await?;
     b.promote().await?;
+    rec.fault_ends();
     let promoted_at = Instant::now();
     let n = more(&writer);
     let switched = writer.wait_acked(n, Duration::from_secs(60)).await;
@@ -420,9 +429,12 @@ pub(super) async fn split_brain(rec: &Recorder, isolation: Isolation) -> CaseRes
 
     // 2. The old primary comes back demoted: a standby of B.
     rec.step("A comes back demoted, as a standby of B; the gateway reconnects");
+    rec.fault_begins("A back as a standby of B");
     a.demote_to_standby_of(&b).await?;
     let standby = a.is_in_recovery().await?;
+    let killing = Instant::now();
     let killed = force_reconnect(&b, &app_name).await?;
+    rec.fault_at(killing, format!("{killed} connections terminated"));
     let n = more(&writer);
     let continued = writer.wait_acked(n, Duration::from_secs(60)).await;
     a.wait_replay_catch_up(&b).await?;
@@ -436,6 +448,11 @@ pub(super) async fn split_brain(rec: &Recorder, isolation: Isolation) -> CaseRes
 
     // 3. The old primary comes back as a primary, isolated from the gateway: a real
     //    split brain, two writable primaries.
+    rec.fault_ends();
+    rec.fault_begins(match isolation {
+        Isolation::Refuse => "A cut off (refused) and promoted: two primaries",
+        Isolation::Blackhole => "A cut off (silent) and promoted: two primaries",
+    });
     match isolation {
         Isolation::Refuse => {
             rec.step(
@@ -459,7 +476,9 @@ pub(super) async fn split_brain(rec: &Recorder, isolation: Isolation) -> CaseRes
             "INSERT INTO servers (name, url) VALUES ('fo03-stray-on-old-primary', 'http://stray')",
         )
         .await?;
+    let killing = Instant::now();
     let killed = force_reconnect(&b, &app_name).await?;
+    rec.fault_at(killing, format!("{killed} connections terminated"));
     let n = more(&writer);
     let continued = writer.wait_acked(n, Duration::from_secs(60)).await;
     rec.check(
@@ -474,8 +493,13 @@ pub(super) async fn split_brain(rec: &Recorder, isolation: Isolation) -> CaseRes
     rec.step("A is fenced read-only, then reachable again");
     admin_exec(&a, FENCE).await?;
     proxy_a.pass();
+    rec.fault_ends();
     let healed_at = Instant::now();
     let killed = force_reconnect(&b, &app_name).await?;
+    rec.fault_at(
+        healed_at,
+        format!("A fenced and reachable; {killed} connections terminated"),
+    );
     let n = more(&writer);
     let continued = writer.wait_acked(n, Duration::from_secs(60)).await;
     // Behind a blackhole the gateway had no connection left to kill: it could not open
@@ -533,7 +557,7 @@ pub(super) async fn split_brain(rec: &Recorder, isolation: Isolation) -> CaseRes
     let client_retries: usize = records.iter().map(|r| r.replies.len() - 1).sum();
     let m = app.metrics();
     if let Some(first) = first_ack_after(&records, promoted_at) {
-        rec.recovery(first);
+        rec.recovery(promoted_at, first);
         rec.figure(
             "switchover: first write on B after its promotion",
             secs(first),

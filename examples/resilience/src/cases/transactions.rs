@@ -6,10 +6,11 @@ use std::time::Duration;
 use resilient_tx_testkit::{CutCounts, CutPoint, CutRule, FaultProxy, PgCluster};
 use tokio::time::Instant;
 
-use super::harness::{
+use crate::expected_logs;
+use crate::harness::{
     App, CaseError, CaseResult, Recorder, backends, balances, config, poll, registry, scalar, stop,
 };
-use super::secs;
+use crate::text::secs;
 
 /// Locks the gateway's connections hold on the server (none while they are idle).
 async fn locks_held(cluster: &PgCluster, application_name: &str) -> Result<i64, CaseError> {
@@ -38,7 +39,7 @@ async fn row_lock_free(cluster: &PgCluster, id: i64) -> Result<bool, CaseError> 
 }
 
 /// TX-01.
-pub(super) async fn deadlock(rec: &Recorder) -> CaseResult {
+pub(crate) async fn deadlock(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL (deadlock_timeout 200 ms) and the gateway");
     let cluster = PgCluster::builder()
         .setting("deadlock_timeout", "200ms")
@@ -47,7 +48,7 @@ pub(super) async fn deadlock(rec: &Recorder) -> CaseResult {
     let mut settings = config(&cluster.url(), "gw-tx01");
     settings.statement_timeout = Some(Duration::from_secs(5));
     settings.deadline = Duration::from_secs(15);
-    let app = App::start(settings).await?;
+    let app = App::start(rec, settings).await?;
     app.wait_ready(Duration::from_secs(30)).await?;
     app.http.set_accounts(&[(1, 100), (2, 100)]).await?;
     let conflicts_before = app.metrics().retries_conflict;
@@ -58,6 +59,7 @@ pub(super) async fn deadlock(rec: &Recorder) -> CaseResult {
     let mut rounds = 0;
     let mut deadlocked = false;
     let mut both = Duration::ZERO;
+    let mut round_started = Instant::now();
     let mut answers = Vec::new();
     while rounds < 3 && !deadlocked {
         rounds += 1;
@@ -66,6 +68,8 @@ pub(super) async fn deadlock(rec: &Recorder) -> CaseResult {
         ));
         let log_before = cluster.log_contents().len();
         let started = Instant::now();
+        round_started = started;
+        rec.fault_begins(format!("round {rounds}: crossing transfers"));
         let x = {
             let http = app.http.clone();
             tokio::spawn(async move { http.transfer(1, 2, 10, 800, "tx01-x").await })
@@ -78,6 +82,7 @@ pub(super) async fn deadlock(rec: &Recorder) -> CaseResult {
         let x = x.await.map_err(|e| stop(format!("a client failed: {e}")))?;
         let y = y.await.map_err(|e| stop(format!("a client failed: {e}")))?;
         both = started.elapsed();
+        rec.fault_ends();
         if x.status == 200 {
             expected[0].1 -= 10;
             expected[1].1 += 10;
@@ -127,7 +132,7 @@ pub(super) async fn deadlock(rec: &Recorder) -> CaseResult {
              expected {expected:?})"
         ),
     );
-    rec.recovery(both);
+    rec.recovery(round_started, both);
     rec.summary(format!(
         "40P01 on one of two crossing transfers, {retries} retry, both 200 in {}, balances \
          {}/{} (each applied once)",
@@ -140,7 +145,7 @@ pub(super) async fn deadlock(rec: &Recorder) -> CaseResult {
 }
 
 /// TX-02.
-pub(super) async fn long_transaction(rec: &Recorder) -> CaseResult {
+pub(crate) async fn long_transaction(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL and the gateway (1 s statement timeout, 3 s deadline)");
     let cluster = PgCluster::start().await?;
     let mut settings = config(&cluster.url(), "gw-tx02");
@@ -148,7 +153,7 @@ pub(super) async fn long_transaction(rec: &Recorder) -> CaseResult {
     settings.deadline = Duration::from_secs(3);
     let deadline = settings.deadline;
     let app_name = settings.application_name.clone();
-    let app = App::start(settings).await?;
+    let app = App::start(rec, settings).await?;
     app.wait_ready(Duration::from_secs(30)).await?;
     app.http.set_accounts(&[(1, 100)]).await?;
     let warm = app.http.get("/api/test/accounts").await;
@@ -161,7 +166,9 @@ pub(super) async fn long_transaction(rec: &Recorder) -> CaseResult {
 
     rec.step("a transaction locks account 1, then one statement sleeps 3 s");
     let before = app.metrics();
+    rec.fault_begins("a 3 s statement past the 1 s statement_timeout");
     let long = app.http.sleep(3.0, 1, Some(1)).await;
+    rec.fault_ends();
     rec.check(
         long.is(504, "timeout") && long.acceptable() && long.elapsed < Duration::from_secs(3),
         format!(
@@ -203,7 +210,9 @@ pub(super) async fn long_transaction(rec: &Recorder) -> CaseResult {
               together past the 1.5 s attempt timer",
     );
     let before = app.metrics();
+    rec.fault_begins("four 0.6 s statements past the 1.5 s attempt timer");
     let long = app.http.sleep(0.6, 4, Some(1)).await;
+    rec.fault_ends();
     rec.check(
         long.is(504, "timeout")
             && long.acceptable()
@@ -216,6 +225,7 @@ pub(super) async fn long_transaction(rec: &Recorder) -> CaseResult {
     );
     let name = app_name.clone();
     let cluster_ref = &cluster;
+    let answered = Instant::now();
     let released = poll(Duration::from_secs(10), Duration::from_millis(50), || {
         let name = name.clone();
         async move {
@@ -254,7 +264,7 @@ pub(super) async fn long_transaction(rec: &Recorder) -> CaseResult {
         format!("the next request succeeds ({})", next.brief()),
     );
     if let Some(released) = released {
-        rec.recovery(released);
+        rec.recovery(answered, released);
     }
     rec.summary(format!(
         "statement_timeout → 504 timeout, rolled back, connection kept; attempt timer → 504 \
@@ -277,7 +287,7 @@ fn cuts_since(before: CutCounts, after: CutCounts) -> CutCounts {
 }
 
 /// TX-03.
-pub(super) async fn mid_transaction_failure(rec: &Recorder) -> CaseResult {
+pub(crate) async fn mid_transaction_failure(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL, the cut proxy, and the gateway behind it (one connection)");
     let cluster = PgCluster::start().await?;
     let proxy = FaultProxy::start(cluster.socket_addr()).await?;
@@ -287,7 +297,7 @@ pub(super) async fn mid_transaction_failure(rec: &Recorder) -> CaseResult {
     settings.pool.min_idle = 1;
     settings.pool.max_size = 1;
     settings.deadline = Duration::from_secs(3);
-    let app = App::start(settings).await?;
+    let app = App::start(rec, settings).await?;
     app.wait_ready(Duration::from_secs(30)).await?;
     app.http.set_accounts(&[(1, 100), (2, 100)]).await?;
     let total = |b: &[(i64, i64)]| b.iter().map(|(_, v)| v).sum::<i64>();
@@ -296,7 +306,9 @@ pub(super) async fn mid_transaction_failure(rec: &Recorder) -> CaseResult {
     rec.step("cut between the debit and the credit (the credit never reaches the server)");
     let counts = proxy.cuts();
     proxy.cut_once([CutRule::at(CutPoint::BeforeStatement).matching("tx03-a:credit")]);
+    rec.fault_begins("A: cut between statements");
     let a = app.http.transfer(1, 2, 10, 0, "tx03-a").await;
+    rec.fault_ends();
     let cut = cuts_since(counts, proxy.cuts());
     let after_a = balances(&cluster).await?;
     rec.check(
@@ -312,7 +324,9 @@ pub(super) async fn mid_transaction_failure(rec: &Recorder) -> CaseResult {
     rec.step("cut after the debit executed, before its reply");
     let counts = proxy.cuts();
     proxy.cut_once([CutRule::at(CutPoint::AfterStatementBeforeReply).matching("tx03-a2:debit")]);
+    rec.fault_begins("A2: cut after a statement ran");
     let a2 = app.http.transfer(1, 2, 10, 0, "tx03-a2").await;
+    rec.fault_ends();
     let cut = cuts_since(counts, proxy.cuts());
     let after_a2 = balances(&cluster).await?;
     rec.check(
@@ -326,6 +340,7 @@ pub(super) async fn mid_transaction_failure(rec: &Recorder) -> CaseResult {
 
     // B: the same cut, and no way back before the deadline: a clean failure.
     rec.step("cut between the statements while new connections are refused");
+    rec.fault_begins("B: cut between statements, new connections refused");
     proxy.refuse();
     let counts = proxy.cuts();
     proxy.cut_once([CutRule::at(CutPoint::BeforeStatement).matching("tx03-b:credit")]);
@@ -345,13 +360,16 @@ pub(super) async fn mid_transaction_failure(rec: &Recorder) -> CaseResult {
         ),
     );
     proxy.pass();
+    rec.fault_ends();
 
     // C: cut during COMMIT (executed, reply lost); no key: commit verification settles it.
     rec.step("cut after COMMIT executed, before its reply (no idempotency key)");
     let before = app.metrics();
     let counts = proxy.cuts();
     proxy.cut_next(CutPoint::AfterCommitBeforeReply);
+    rec.fault_begins("C: COMMIT cut");
     let c = app.http.transfer(1, 2, 10, 0, "tx03-c").await;
+    rec.fault_ends();
     let cut = cuts_since(counts, proxy.cuts());
     let after_c = balances(&cluster).await?;
     let verified = app.metrics().ambiguous_verified_committed - before.ambiguous_verified_committed;
@@ -370,7 +388,9 @@ pub(super) async fn mid_transaction_failure(rec: &Recorder) -> CaseResult {
     let before = app.metrics();
     let counts = proxy.cuts();
     proxy.cut_next(CutPoint::AfterCommitBeforeReply);
+    rec.fault_begins("D: COMMIT cut, keyed create");
     let d = app.http.create_keyed("tx03-key-d", "tx03-d").await;
+    rec.fault_ends();
     let cut = cuts_since(counts, proxy.cuts());
     let d_again = app.http.create_keyed("tx03-key-d", "tx03-d").await;
     let stored = app.metrics().stored_results_returned - before.stored_results_returned;
@@ -397,6 +417,7 @@ pub(super) async fn mid_transaction_failure(rec: &Recorder) -> CaseResult {
     // E: the same, but the database stays unreachable until the deadline: the client
     // gets a clean 503, and its retry with the key returns the first result.
     rec.step("cut after COMMIT of a keyed create while new connections are refused");
+    rec.fault_begins("E: COMMIT cut, keyed create, new connections refused");
     proxy.refuse();
     let counts = proxy.cuts();
     proxy.cut_next(CutPoint::AfterCommitBeforeReply);
@@ -412,6 +433,7 @@ pub(super) async fn mid_transaction_failure(rec: &Recorder) -> CaseResult {
         ),
     );
     proxy.pass();
+    rec.fault_ends();
     let healed = Instant::now();
     let e_retry = app.http.create_keyed("tx03-key-e", "tx03-e").await;
     let retried_after = healed.elapsed();
@@ -428,16 +450,22 @@ pub(super) async fn mid_transaction_failure(rec: &Recorder) -> CaseResult {
             e_retry.body["id"]
         ),
     );
-    rec.recovery(retried_after);
+    rec.recovery(healed, retried_after);
 
     // F: no key, unreachable until the deadline: the honest answer is commit_unknown.
     rec.step("cut after COMMIT of a create without a key while new connections are refused");
+    rec.fault_begins("F: COMMIT cut, no key, new connections refused");
     proxy.refuse();
     let counts = proxy.cuts();
     proxy.cut_next(CutPoint::AfterCommitBeforeReply);
-    let f = app.http.create("tx03-f").await;
+    let f = {
+        // The runtime logs this outcome at ERROR; here it is the one this step checks.
+        let _expected = expected_logs::expect("COMMIT outcome unknown");
+        app.http.create("tx03-f").await
+    };
     let cut = cuts_since(counts, proxy.cuts());
     proxy.pass();
+    rec.fault_ends();
     let f_rows = scalar(
         &cluster,
         "SELECT count(*) FROM servers WHERE name = 'tx03-f'",

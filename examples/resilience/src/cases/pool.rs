@@ -6,15 +6,15 @@ use resilient_tx_testkit::PgCluster;
 use tokio::time::Instant;
 
 use super::connection_loss::refill;
-use super::harness::{App, CaseResult, Http, Recorder, Reply, backends, config, poll, stop, tally};
-use super::secs;
+use crate::harness::{App, CaseResult, Http, Recorder, Reply, backends, config, poll, stop, tally};
+use crate::text::secs;
 
 /// Runs `n` transactions of `seconds` at once; their answers.
 async fn concurrent_sleeps(
     http: &Http,
     n: usize,
     seconds: f64,
-) -> Result<Vec<Reply>, super::harness::CaseError> {
+) -> Result<Vec<Reply>, crate::harness::CaseError> {
     let mut tasks = Vec::with_capacity(n);
     for _ in 0..n {
         let http = http.clone();
@@ -33,7 +33,7 @@ async fn concurrent_sleeps(
 }
 
 /// CP-01.
-pub(super) async fn exhaustion(rec: &Recorder) -> CaseResult {
+pub(crate) async fn exhaustion(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL and the gateway (pool: 5 kept, 15 at most, 1.5 s pool timeout)");
     let cluster = PgCluster::start().await?;
     let mut settings = config(&cluster.url(), "gw-cp01");
@@ -41,12 +41,14 @@ pub(super) async fn exhaustion(rec: &Recorder) -> CaseResult {
     settings.statement_timeout = Some(Duration::from_secs(10));
     settings.deadline = Duration::from_secs(15);
     let pool_timeout = settings.pool.pool_timeout;
-    let app = App::start(settings).await?;
+    let app = App::start(rec, settings).await?;
     app.wait_ready(Duration::from_secs(30)).await?;
     app.http.set_accounts(&[]).await?;
 
     rec.step("25 concurrent 0.3 s transactions: 10 must queue for a connection");
+    rec.fault_begins("25 concurrent 0.3 s transactions");
     let short = concurrent_sleeps(&app.http, 25, 0.3).await?;
+    rec.fault_ends();
     let slowest = short.iter().map(|r| r.elapsed).max().unwrap_or_default();
     rec.check(
         short.iter().all(|r| r.status == 200),
@@ -58,6 +60,7 @@ pub(super) async fn exhaustion(rec: &Recorder) -> CaseResult {
     );
 
     rec.step("25 concurrent 3 s transactions: 10 wait past the pool timeout");
+    rec.fault_begins("25 concurrent 3 s transactions");
     let long = {
         let http = app.http.clone();
         tokio::spawn(async move { concurrent_sleeps(&http, 25, 3.0).await })
@@ -76,6 +79,7 @@ pub(super) async fn exhaustion(rec: &Recorder) -> CaseResult {
     let long = long
         .await
         .map_err(|e| stop(format!("the load failed: {e}")))??;
+    rec.fault_ends();
     rec.check(
         in_use == 15 && waiting > 0,
         format!(
@@ -106,6 +110,7 @@ pub(super) async fn exhaustion(rec: &Recorder) -> CaseResult {
 
     rec.step("checking that no connection leaked");
     let http = app.http.clone();
+    let checking = Instant::now();
     let idle_again = poll(Duration::from_secs(10), Duration::from_millis(100), || {
         let http = http.clone();
         async move {
@@ -115,7 +120,7 @@ pub(super) async fn exhaustion(rec: &Recorder) -> CaseResult {
     })
     .await;
     if let Some(idle_again) = idle_again {
-        rec.recovery(idle_again);
+        rec.recovery(checking, idle_again);
     }
     let status = app.status().await;
     let (live, busy) = backends(&cluster, &app.application_name).await?;
@@ -149,11 +154,11 @@ pub(super) async fn exhaustion(rec: &Recorder) -> CaseResult {
 }
 
 /// CP-02.
-pub(super) async fn stale_connections(rec: &Recorder) -> CaseResult {
+pub(crate) async fn stale_connections(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL and the gateway");
     let cluster = PgCluster::start().await?;
     let settings = config(&cluster.url(), "gw-cp02");
-    let app = App::start(settings).await?;
+    let app = App::start(rec, settings).await?;
     app.wait_ready(Duration::from_secs(30)).await?;
     app.http.set_accounts(&[]).await?;
 
@@ -178,11 +183,13 @@ pub(super) async fn stale_connections(rec: &Recorder) -> CaseResult {
         );
         let before = app.metrics();
         rec.step(format_args!("{what} of the server"));
+        rec.fault_begins(what);
         if crash {
             cluster.restart_immediate().await?;
         } else {
             cluster.restart_fast().await?;
         }
+        rec.fault_ends();
         let restarted = Instant::now();
         let mut tasks = Vec::new();
         for i in 0..20 {
@@ -222,13 +229,13 @@ pub(super) async fn stale_connections(rec: &Recorder) -> CaseResult {
             ),
         );
         rec.figure(format!("all answered after the {what}"), secs(took));
-        recoveries.push(took);
+        recoveries.push((took, restarted));
         summary.push(format!(
             "{what}: 20/20 ok, {replaced} stale replaced, {retried} retried"
         ));
     }
-    if let Some(worst) = recoveries.into_iter().max() {
-        rec.recovery(worst);
+    if let Some((worst, from)) = recoveries.into_iter().max() {
+        rec.recovery(from, worst);
     }
     rec.summary(summary.join("; "));
     app.shutdown().await;
@@ -236,11 +243,11 @@ pub(super) async fn stale_connections(rec: &Recorder) -> CaseResult {
 }
 
 /// CP-03.
-pub(super) async fn recovery(rec: &Recorder) -> CaseResult {
+pub(crate) async fn recovery(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL and the gateway (pool: 5 kept)");
     let cluster = PgCluster::start().await?;
     let settings = config(&cluster.url(), "gw-cp03");
-    let app = App::start(settings).await?;
+    let app = App::start(rec, settings).await?;
     app.wait_ready(Duration::from_secs(30)).await?;
     let initial = refill(&app, &cluster, Duration::from_secs(20)).await?;
     rec.check(
@@ -249,7 +256,9 @@ pub(super) async fn recovery(rec: &Recorder) -> CaseResult {
     );
 
     rec.step("CL-03: terminating every gateway connection");
+    let killing = Instant::now();
     let killed = cluster.terminate_backends(&app.application_name).await?;
+    rec.fault_at(killing, format!("{killed} connections terminated"));
     let (left, _) = backends(&cluster, &app.application_name).await?;
     rec.check(
         killed >= 5 && left == 0,
@@ -265,6 +274,7 @@ pub(super) async fn recovery(rec: &Recorder) -> CaseResult {
     }
 
     rec.step("CL-01: stopping the server, a failed request, starting it again");
+    rec.fault_begins("server stopped");
     cluster.stop_fast().await?;
     let down = app.http.get("/api/servers").await;
     rec.check(
@@ -272,13 +282,15 @@ pub(super) async fn recovery(rec: &Recorder) -> CaseResult {
         format!("while down the API answers 503 ({})", down.brief()),
     );
     cluster.start_again().await?;
+    rec.fault_ends();
+    let restarted = Instant::now();
     let after_outage = refill(&app, &cluster, Duration::from_secs(30)).await?;
     rec.check(
         after_outage.is_some(),
         "after the outage, the pool is back to 5 live idle connections",
     );
     if let Some(took) = after_outage {
-        rec.recovery(took);
+        rec.recovery(restarted, took);
     }
     // The status endpoint agrees with the server once the dead connections are gone.
     let http = app.http.clone();

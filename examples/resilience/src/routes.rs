@@ -1,7 +1,8 @@
-//! Routes that exist only for the resilience suite, under `/api/test/`, served when
-//! [`Config::test_endpoints`](crate::Config::test_endpoints) (`GATEWAY_TEST_ENDPOINTS=1`)
-//! is on and behind the same bearer token as the rest of `/api`. They work on a table
-//! of their own, `gateway_test_accounts`, never on the registry's data.
+//! Routes that exist only for the resilience suite, under `/api/test/`: the suite adds
+//! them to every gateway it starts with [`gateway::serve_with`], so they sit behind the
+//! same bearer token as the rest of `/api` and share its `Db`, error answers and
+//! `Consistency` handling. They work on a table of their own, `gateway_test_accounts`,
+//! never on the registry's data.
 //!
 //! | method | path | what it does |
 //! |---|---|---|
@@ -15,26 +16,42 @@
 //! `label` is stored by each update (`"<label>:debit"`, `"<label>:credit"`), which lets a
 //! fault proxy recognise one statement by its parameters.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
+use gateway::AppState;
+use gateway::errors::ApiError;
+use gateway::store::StoreError;
 use resilient_tx::tokio_postgres::Row;
 use resilient_tx::{Db, Tx, TxError, retriable_tx};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ReadQuery, reader};
-use crate::app::AppState;
-use crate::errors::ApiError;
-use crate::store::StoreError;
-
-/// The test routes, relative to `/api/test`.
-pub(crate) fn routes() -> Router<AppState> {
+/// The test routes, relative to `/api`, for [`gateway::serve_with`]. Each call makes a
+/// router of its own, for one gateway (one database).
+pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/accounts", get(list_accounts).put(replace_accounts))
-        .route("/transfer", post(transfer))
-        .route("/sleep", post(sleep))
+        .route("/test/accounts", get(list_accounts).put(replace_accounts))
+        .route("/test/transfer", post(transfer))
+        .route("/test/sleep", post(sleep))
+        .layer(Extension(Arc::new(TestTable::default())))
+}
+
+/// Whether the test table has been created on this gateway's database.
+#[derive(Debug, Default)]
+struct TestTable {
+    ready: AtomicBool,
+}
+
+/// Query of the accounts read.
+#[derive(Debug, Deserialize)]
+struct ReadQuery {
+    /// `strong` reads from the primary.
+    consistency: Option<String>,
 }
 
 /// The test table.
@@ -113,14 +130,14 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::invalid_request(StatusCode::UNPROCESSABLE_ENTITY, message)
 }
 
-/// Creates the test table once per process (per database, as the gateway has one).
-async fn ensure(state: &AppState) -> Result<(), ApiError> {
+/// Creates the test table once per gateway (per database, as a gateway has one).
+async fn ensure(state: &AppState, table: &TestTable) -> Result<(), ApiError> {
     state.ensure_schema().await?;
-    if state.test_schema.is_ready() {
+    if table.ready.load(Ordering::Acquire) {
         return Ok(());
     }
-    migrate(&state.db).await.map_err(ApiError::from)?;
-    state.test_schema.mark_ready();
+    migrate(state.db()).await.map_err(ApiError::from)?;
+    table.ready.store(true, Ordering::Release);
     Ok(())
 }
 
@@ -223,17 +240,19 @@ pub async fn hold(
 
 async fn list_accounts(
     State(state): State<AppState>,
+    Extension(table): Extension<Arc<TestTable>>,
     headers: HeaderMap,
     query: Result<Query<ReadQuery>, QueryRejection>,
 ) -> Result<Json<Vec<Account>>, ApiError> {
     let Query(query) = query?;
-    let db: Db = reader(&state, &headers, query.consistency.as_deref())?;
-    ensure(&state).await?;
+    let db: Db = state.reader(&headers, query.consistency.as_deref())?;
+    ensure(&state, &table).await?;
     Ok(Json(accounts(&db).await?))
 }
 
 async fn replace_accounts(
     State(state): State<AppState>,
+    Extension(table): Extension<Arc<TestTable>>,
     body: Result<Json<Vec<Account>>, JsonRejection>,
 ) -> Result<Json<Vec<Account>>, ApiError> {
     let Json(mut new) = body?;
@@ -241,13 +260,14 @@ async fn replace_accounts(
     if new.windows(2).any(|w| w[0].id == w[1].id) {
         return Err(invalid("account ids must be unique"));
     }
-    ensure(&state).await?;
-    set_accounts(&state.db, &new).await?;
+    ensure(&state, &table).await?;
+    set_accounts(state.db(), &new).await?;
     Ok(Json(new))
 }
 
 async fn transfer(
     State(state): State<AppState>,
+    Extension(table): Extension<Arc<TestTable>>,
     body: Result<Json<Transfer>, JsonRejection>,
 ) -> Result<Json<Transferred>, ApiError> {
     let Json(t) = body?;
@@ -260,12 +280,13 @@ async fn transfer(
     if t.label.is_empty() || t.label.len() > 100 {
         return Err(invalid("label must be 1 to 100 bytes"));
     }
-    ensure(&state).await?;
-    Ok(Json(move_amount(&state.db, &t).await?))
+    ensure(&state, &table).await?;
+    Ok(Json(move_amount(state.db(), &t).await?))
 }
 
 async fn sleep(
     State(state): State<AppState>,
+    Extension(table): Extension<Arc<TestTable>>,
     body: Result<Json<Sleep>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(s) = body?;
@@ -274,8 +295,8 @@ async fn sleep(
             "seconds must be within 0..=60 and steps within 1..=100",
         ));
     }
-    ensure(&state).await?;
-    hold(&state.db, s.seconds, s.steps, s.lock_account).await?;
+    ensure(&state, &table).await?;
+    hold(state.db(), s.seconds, s.steps, s.lock_account).await?;
     Ok(Json(
         serde_json::json!({ "slept_seconds": s.seconds * f64::from(s.steps) }),
     ))

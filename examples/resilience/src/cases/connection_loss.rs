@@ -6,10 +6,10 @@ use std::time::Duration;
 use resilient_tx_testkit::{FaultProxy, PgCluster};
 use tokio::time::Instant;
 
-use super::harness::{
+use crate::harness::{
     App, CaseResult, Recorder, Reply, backends, config, names, poll, registry, stop, tally,
 };
-use super::secs;
+use crate::text::secs;
 
 /// Margin allowed above a deadline for an answer to come back on a loaded machine.
 const MARGIN: Duration = Duration::from_secs(3);
@@ -28,13 +28,13 @@ async fn probes_until_ready(app: &App, most: u32) -> (u32, Reply) {
 }
 
 /// CL-01.
-pub(super) async fn database_shutdown(rec: &Recorder) -> CaseResult {
+pub(crate) async fn database_shutdown(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL and the gateway");
     let cluster = PgCluster::start().await?;
     let mut settings = config(&cluster.url(), "gw-cl01");
     settings.deadline = Duration::from_secs(4);
     let deadline = settings.deadline;
-    let app = App::start(settings).await?;
+    let app = App::start(rec, settings).await?;
     app.wait_ready(Duration::from_secs(30)).await?;
     let before = app.http.create("cl01-before").await;
     if before.status != 201 {
@@ -43,6 +43,7 @@ pub(super) async fn database_shutdown(rec: &Recorder) -> CaseResult {
     let opened_before = app.metrics().connections_opened;
 
     rec.step("stopping the server (fast shutdown)");
+    rec.fault_begins("server stopped");
     cluster.stop_fast().await?;
 
     let live = app.http.get("/health/live").await;
@@ -83,6 +84,7 @@ pub(super) async fn database_shutdown(rec: &Recorder) -> CaseResult {
 
     rec.step("starting the server again");
     cluster.start_again().await?;
+    rec.fault_ends();
     let restarted = Instant::now();
     let (probes, ready) = probes_until_ready(&app, 40).await;
     rec.check(
@@ -98,7 +100,7 @@ pub(super) async fn database_shutdown(rec: &Recorder) -> CaseResult {
         api_back.is_some(),
         "GET /api/servers answers 200 again without a restart of the gateway",
     );
-    rec.recovery(restarted.elapsed());
+    rec.recovery(restarted, restarted.elapsed());
     let list_after = app.http.get("/api/servers").await;
     rec.check(
         names(&list_after.body) == ["cl01-before"],
@@ -134,7 +136,7 @@ pub(super) async fn database_shutdown(rec: &Recorder) -> CaseResult {
 }
 
 /// CL-02.
-pub(super) async fn network_partition(rec: &Recorder) -> CaseResult {
+pub(crate) async fn network_partition(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL, a fault proxy and the gateway behind it");
     let cluster = PgCluster::start().await?;
     let proxy = FaultProxy::start(cluster.socket_addr()).await?;
@@ -142,7 +144,7 @@ pub(super) async fn network_partition(rec: &Recorder) -> CaseResult {
     settings.statement_timeout = Some(Duration::from_secs(1));
     settings.deadline = Duration::from_secs(3);
     let deadline = settings.deadline;
-    let app = App::start(settings).await?;
+    let app = App::start(rec, settings).await?;
     app.wait_ready(Duration::from_secs(30)).await?;
     let before = app.http.create("cl02-before").await;
     if before.status != 201 {
@@ -150,6 +152,7 @@ pub(super) async fn network_partition(rec: &Recorder) -> CaseResult {
     }
 
     rec.step("partition: the proxy swallows all traffic, in both directions");
+    rec.fault_begins("network partition (blackhole)");
     proxy.blackhole();
     let ready = app.http.get("/health/ready").await;
     rec.check(
@@ -178,13 +181,14 @@ pub(super) async fn network_partition(rec: &Recorder) -> CaseResult {
 
     rec.step("healing the partition");
     proxy.pass();
+    rec.fault_ends();
     let healed = Instant::now();
     let back = app.wait_api().await;
     rec.check(
         back.is_some(),
         "GET /api/servers answers 200 after the heal",
     );
-    rec.recovery(healed.elapsed());
+    rec.recovery(healed, healed.elapsed());
     let ready_back = app.wait_ready(Duration::from_secs(10)).await.is_ok();
     rec.check(ready_back, "/health/ready answers 200 after the heal");
     let after = app.http.create("cl02-after").await;
@@ -217,11 +221,11 @@ pub(super) async fn network_partition(rec: &Recorder) -> CaseResult {
 }
 
 /// CL-03.
-pub(super) async fn connection_drop(rec: &Recorder) -> CaseResult {
+pub(crate) async fn connection_drop(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL and the gateway");
     let cluster = PgCluster::start().await?;
     let settings = config(&cluster.url(), "gw-cl03");
-    let app = App::start(settings).await?;
+    let app = App::start(rec, settings).await?;
     app.wait_ready(Duration::from_secs(30)).await?;
     app.http.set_accounts(&[]).await?;
 
@@ -250,10 +254,14 @@ pub(super) async fn connection_drop(rec: &Recorder) -> CaseResult {
         }));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let killing = Instant::now();
     let first = cluster.terminate_backends("gw-cl03").await?;
+    rec.fault_at(killing, format!("{first} connections terminated"));
     rec.step(format_args!("terminated {first} gateway connections"));
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    let killing = Instant::now();
     let second = cluster.terminate_backends("gw-cl03").await?;
+    rec.fault_at(killing, format!("{second} connections terminated"));
     rec.step(format_args!(
         "terminated {second} gateway connections again"
     ));
@@ -327,7 +335,7 @@ pub(super) async fn connection_drop(rec: &Recorder) -> CaseResult {
         ),
     );
     if refilled.is_some() {
-        rec.recovery(refill_started.elapsed());
+        rec.recovery(refill_started, refill_started.elapsed());
     }
     rec.summary(format!(
         "{} requests while {first}+{second} connections were killed: {}; {} retries on fresh \
@@ -343,11 +351,11 @@ pub(super) async fn connection_drop(rec: &Recorder) -> CaseResult {
 /// Waits until the server has at least `min_idle` live connections of the gateway and
 /// `/health/status` shows as many, probing readiness meanwhile as an orchestrator
 /// would (the pool tops itself up when it is used).
-pub(super) async fn refill(
+pub(crate) async fn refill(
     app: &App,
     cluster: &PgCluster,
     limit: Duration,
-) -> Result<Option<Duration>, super::harness::CaseError> {
+) -> Result<Option<Duration>, crate::harness::CaseError> {
     let started = Instant::now();
     let min = i64::from(app.min_idle);
     loop {
@@ -368,7 +376,7 @@ pub(super) async fn refill(
 }
 
 /// CL-04.
-pub(super) async fn slow_network(rec: &Recorder) -> CaseResult {
+pub(crate) async fn slow_network(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL, a fault proxy and the gateway behind it");
     let cluster = PgCluster::start().await?;
     let proxy = FaultProxy::start(cluster.socket_addr()).await?;
@@ -379,7 +387,7 @@ pub(super) async fn slow_network(rec: &Recorder) -> CaseResult {
     settings.deadline = Duration::from_secs(2);
     settings.pool.connect_timeout = Duration::from_secs(3);
     let deadline = settings.deadline;
-    let app = App::start(settings).await?;
+    let app = App::start(rec, settings).await?;
     app.wait_ready(Duration::from_secs(30)).await?;
     let before = app.http.create("cl04-before").await;
     if before.status != 201 {
@@ -399,6 +407,7 @@ pub(super) async fn slow_network(rec: &Recorder) -> CaseResult {
     .await;
 
     rec.step("latency 100 ms each way: requests within the 1.5 s attempt timer");
+    rec.fault_begins("latency 100 ms each way");
     proxy.latency(Duration::from_millis(100));
     let mut fast = Vec::new();
     for i in 0..4 {
@@ -420,6 +429,8 @@ pub(super) async fn slow_network(rec: &Recorder) -> CaseResult {
     rec.figure("slowest request at 100 ms latency", secs(slowest));
 
     rec.step("latency 1000 ms each way: a round trip exceeds the attempt timer");
+    rec.fault_ends();
+    rec.fault_begins("latency 1000 ms each way");
     proxy.latency(Duration::from_millis(1000));
     let mut slow = Vec::new();
     for _ in 0..3 {
@@ -444,13 +455,14 @@ pub(super) async fn slow_network(rec: &Recorder) -> CaseResult {
 
     rec.step("latency removed");
     proxy.pass();
+    rec.fault_ends();
     let healed = Instant::now();
     let back = app.wait_api().await;
     rec.check(
         back.is_some(),
         "requests succeed again once the latency goes",
     );
-    rec.recovery(healed.elapsed());
+    rec.recovery(healed, healed.elapsed());
     let after = app.http.create("cl04-after").await;
     rec.check(
         after.status == 201,
