@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::Db;
 use crate::budget::{RetryBudget, RetryBudgetConfig};
+use crate::classify::cause_of;
 use crate::connection::StatementPolicy;
 use crate::error::TxError;
 use crate::metrics::Counters;
@@ -17,7 +18,10 @@ use crate::tables::{DEFAULT_KEY_TABLE, DEFAULT_MARKER_TABLE, Tables};
 use crate::tls::{TlsConnector, split_tls_params};
 
 /// Settings of a [`Db`]. Every knob has a production-minded default.
-#[derive(Debug, Clone)]
+///
+/// `Debug` shows where the URLs point (user, hosts, ports, database, `sslmode`), never a
+/// password.
+#[derive(Clone)]
 #[must_use]
 pub struct DbBuilder {
     url: String,
@@ -54,8 +58,8 @@ impl DbBuilder {
         // modes and none of the certificate files.
         let (url, tls) = split_tls_params(url)?;
         let mut config = tokio_postgres::Config::from_str(&url).map_err(|e| {
-            // tokio-postgres' message names the option at fault, never its value.
-            TxError::config(format!("invalid database URL: {e}"))
+            // tokio-postgres' detail names the option at fault, never its value.
+            TxError::config(format!("invalid database URL: {}", cause_of(&e)))
         })?;
         if config.get_hosts().is_empty() {
             config.host("localhost");
@@ -261,5 +265,76 @@ impl DbBuilder {
             tables,
             commit_verification: self.commit_verification,
         }))
+    }
+}
+
+impl std::fmt::Debug for DbBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbBuilder")
+            .field("url", &Redacted(&self.url))
+            .field("replica_url", &self.replica_url.as_deref().map(Redacted))
+            .field("max_size", &self.max_size)
+            .field("min_idle", &self.min_idle)
+            .field("pool_timeout", &self.pool_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("tcp_user_timeout", &self.tcp_user_timeout)
+            .field("health_timeout", &self.health_timeout)
+            .field("application_name", &self.application_name)
+            .field("policy", &self.policy)
+            .field("retry_budget", &self.retry_budget)
+            .field("idempotency_table", &self.idempotency_table)
+            .field("commit_marker_table", &self.commit_marker_table)
+            .field("commit_verification", &self.commit_verification)
+            .field("statement_cache", &self.statement_cache)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A database URL as `Debug` shows it: what it points at, rebuilt from the parsed
+/// settings, so no form of writing a password (`user:pw@`, `password=`, `?password=`)
+/// can slip through.
+struct Redacted<'a>(&'a str);
+
+impl std::fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parsed = split_tls_params(self.0).ok().and_then(|(rest, tls)| {
+            tokio_postgres::Config::from_str(&rest)
+                .ok()
+                .map(|config| (config, tls))
+        });
+        let Some((config, tls)) = parsed else {
+            return f.write_str("\"<unparsable database URL>\"");
+        };
+        let hosts: Vec<String> = crate::hosts::per_host(&config)
+            .iter()
+            .map(|host| {
+                let name = match host.get_hosts().first() {
+                    Some(tokio_postgres::config::Host::Tcp(name)) => name.clone(),
+                    Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+                    None => "localhost".to_owned(),
+                };
+                match host.get_ports().first() {
+                    Some(port) => format!("{name}:{port}"),
+                    None => name,
+                }
+            })
+            .collect();
+        let user = config
+            .get_user()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
+        let password = match config.get_password() {
+            Some(_) => " password=<hidden>",
+            None => "",
+        };
+        write!(
+            f,
+            "\"postgres://{user}{}/{} sslmode={}{password}\"",
+            hosts.join(","),
+            config.get_dbname().unwrap_or_default(),
+            tls.mode()
+        )
     }
 }
