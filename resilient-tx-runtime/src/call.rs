@@ -31,7 +31,7 @@ use crate::error::{AsTxError, Failure, TxError};
 use crate::idempotency::{self, Begin, Key};
 use crate::metrics::Counters;
 use crate::outcome::{self, CommitVerification, Evidence, Probes, Verdict, XactIdentity};
-use crate::policy::{CallOptions, Policy};
+use crate::policy::{CallOptions, Isolation, Policy};
 use crate::pool::{Pool, Pooled};
 use crate::retry::{self, CallTraits, GiveUp, Retry, RetryState};
 use crate::shared::DbRef;
@@ -275,7 +275,10 @@ impl<'db> Call<'db> {
     /// configured and reachable, otherwise from the primary.
     async fn acquire(&mut self, bound: Duration) -> Result<Pooled<'db>, TxError> {
         self.on_replica = false;
-        if let (true, Some(replica)) = (self.policy.read_only, self.db.replica()) {
+        // A standby cannot run SERIALIZABLE: such reads go to the primary.
+        let replica_can =
+            self.policy.read_only && self.policy.isolation != Some(Isolation::Serializable);
+        if let (true, Some(replica)) = (replica_can, self.db.replica()) {
             match replica.acquire(bound).await {
                 Ok(conn) => {
                     self.on_replica = true;

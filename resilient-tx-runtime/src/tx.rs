@@ -28,14 +28,23 @@ const NOTE_XID: &str = "SELECT pg_current_xact_id()";
 /// The BEGIN sent with the first statement: isolation, access mode, the statement
 /// timeout and, when `note_xid`, the `SELECT` that tells the transaction's id, in one
 /// simple query so none of it costs a round trip of its own.
+///
+/// The settings follow a plain `BEGIN` in a `SET TRANSACTION` of their own, rather
+/// than in BEGIN's options: should one fail (a standby refuses SERIALIZABLE), the
+/// transaction block is open and now aborted, so the statement sent in the same flight
+/// runs nothing. A failed `BEGIN ISOLATION LEVEL …` would open no block, and that
+/// statement would run, and commit, on its own.
 pub(crate) fn begin_sql(policy: &Policy, note_xid: bool) -> String {
     let mut sql = String::from("BEGIN");
-    if let Some(isolation) = policy.isolation {
-        sql.push_str(" ISOLATION LEVEL ");
-        sql.push_str(isolation.as_sql());
-    }
-    if policy.read_only {
-        sql.push_str(" READ ONLY");
+    if policy.isolation.is_some() || policy.read_only {
+        sql.push_str("; SET TRANSACTION");
+        if let Some(isolation) = policy.isolation {
+            sql.push_str(" ISOLATION LEVEL ");
+            sql.push_str(isolation.as_sql());
+        }
+        if policy.read_only {
+            sql.push_str(" READ ONLY");
+        }
     }
     if let Some(timeout) = policy.timeout {
         sql.push_str(&format!(
@@ -303,7 +312,7 @@ impl<'db> Tx<'db> {
         if !self.note_xid || self.pending_begin.is_none() || self.conn.backend.is_some() {
             return Ok(());
         }
-        let work = note_backend(&self.conn.client);
+        let work = async { Ok(note_backend(&self.conn.client).await?) };
         let result = bounded(&mut self.in_flight, self.deadline, work).await;
         self.conn.backend = self.settle(result, false)?;
         Ok(())
@@ -438,19 +447,31 @@ impl<'db> Tx<'db> {
     /// duplicate prepared statement is the runtime's, not the body's.
     fn settle<R>(
         &mut self,
-        result: Result<Result<R, tokio_postgres::Error>, ()>,
+        result: Result<Result<R, Failed>, ()>,
         named: bool,
     ) -> Result<R, TxError> {
-        let error = match result {
+        let (error, in_begin) = match result {
             Ok(Ok(output)) => return Ok(output),
-            Ok(Err(e)) => to_tx_error(e, Phase::Statement),
-            Err(()) => client_timeout(Phase::Statement, self.timer),
+            Ok(Err(failed)) => (to_tx_error(failed.error, Phase::Statement), failed.in_begin),
+            Err(()) => (client_timeout(Phase::Statement, self.timer), false),
         };
         let error = match named {
             true => self.lost_statement(error),
             false => error,
         };
-        let error = if error.failure() == Failure::ReadOnly && self.read_only {
+        let error = if in_begin && error.sqlstate() == Some(&SqlState::FEATURE_NOT_SUPPORTED) {
+            // BEGIN's own settings failing as "not supported" is a standby refusing
+            // SERIALIZABLE: the connection reached a server in recovery, like a 25006.
+            TxError::with_details(
+                Failure::ReadOnly,
+                format!(
+                    "the connection reached a standby, which cannot run this transaction: {}",
+                    error.message()
+                ),
+                error.sqlstate().cloned(),
+                None,
+            )
+        } else if error.failure() == Failure::ReadOnly && self.read_only && !in_begin {
             TxError::with_details(
                 Failure::Database,
                 format!(
@@ -507,21 +528,52 @@ async fn pipelined<R>(
     client: &Client,
     begin: Option<(&str, bool)>,
     work: impl Future<Output = Result<R, tokio_postgres::Error>>,
-) -> Result<(Option<u64>, R), tokio_postgres::Error> {
+) -> Result<(Option<u64>, R), Failed> {
     match begin {
         None => Ok((None, work.await?)),
         Some((sql, false)) => {
             let (begun, result) = futures_util::future::join(client.batch_execute(sql), work).await;
-            begun?;
+            begun.map_err(Failed::in_begin)?;
             Ok((None, result?))
         }
         Some((sql, true)) => {
             let (begun, result) = futures_util::future::join(client.simple_query(sql), work).await;
-            let xid = begun?.iter().rev().find_map(|message| match message {
-                SimpleQueryMessage::Row(row) => row.get(0)?.parse::<u64>().ok(),
-                _ => None,
-            });
+            let xid =
+                begun
+                    .map_err(Failed::in_begin)?
+                    .iter()
+                    .rev()
+                    .find_map(|message| match message {
+                        SimpleQueryMessage::Row(row) => row.get(0)?.parse::<u64>().ok(),
+                        _ => None,
+                    });
             Ok((xid, result?))
+        }
+    }
+}
+
+/// A failed round trip, and whether the error came from BEGIN's own query (whose
+/// failure leaves the transaction block aborted, so the statement sent with it ran
+/// nothing).
+struct Failed {
+    error: tokio_postgres::Error,
+    in_begin: bool,
+}
+
+impl Failed {
+    fn in_begin(error: tokio_postgres::Error) -> Failed {
+        Failed {
+            error,
+            in_begin: true,
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for Failed {
+    fn from(error: tokio_postgres::Error) -> Failed {
+        Failed {
+            error,
+            in_begin: false,
         }
     }
 }
@@ -590,7 +642,8 @@ mod tests {
             .timeout(Duration::from_millis(1500));
         assert_eq!(
             begin_sql(&policy, false),
-            "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY; SET LOCAL statement_timeout = 1500"
+            "BEGIN; SET TRANSACTION ISOLATION LEVEL SERIALIZABLE READ ONLY; \
+             SET LOCAL statement_timeout = 1500"
         );
         assert_eq!(
             begin_sql(&Policy::default(), true),
