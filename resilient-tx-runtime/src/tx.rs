@@ -610,8 +610,11 @@ fn declare_types<'p>(params: Params<'p>) -> Result<Vec<(&'p (dyn ToSql + Sync), 
 impl Drop for Tx<'_> {
     fn drop(&mut self) {
         // A call cancelled mid-attempt (a dropped request future) must not hand a
-        // connection with an open transaction to the next caller.
-        if !self.finished {
+        // connection with an open transaction, or with a COMMIT whose outcome nobody
+        // will learn still running, to the next caller.
+        if self.in_flight {
+            self.conn.condemn();
+        } else if !self.finished {
             self.rollback();
         }
     }

@@ -1,6 +1,7 @@
 //! The runtime against real PostgreSQL servers: one module per family of failures,
 //! each test named after the behaviour it proves.
 
+mod cancellation;
 mod common;
 mod config;
 mod conflicts;
