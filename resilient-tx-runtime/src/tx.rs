@@ -21,6 +21,11 @@ use crate::error::{Failure, TxError};
 use crate::policy::Policy;
 use crate::pool::Pooled;
 
+/// How much longer than its statement timeout a transaction may sit idle on the server
+/// before the server ends it: past the client's attempt timer (the timeout plus half
+/// a second), so a live attempt is never cut short by it.
+const ORPHAN_MARGIN: Duration = Duration::from_millis(1500);
+
 /// Ends BEGIN's simple query when commit verification by transaction status needs the
 /// transaction's id.
 const NOTE_XID: &str = "SELECT pg_current_xact_id()";
@@ -47,9 +52,15 @@ pub(crate) fn begin_sql(policy: &Policy, note_xid: bool) -> String {
         }
     }
     if let Some(timeout) = policy.timeout {
+        // The server's own bound on the attempt's statements, and on the transaction
+        // sitting idle: after a partition the server never hears that its client is
+        // gone, and without this an orphaned transaction keeps its locks until TCP
+        // keepalive ends the session. Past the attempt's timer (plus a margin) nobody
+        // waits for it any more.
         sql.push_str(&format!(
-            "; SET LOCAL statement_timeout = {}",
-            timeout.as_millis().max(1)
+            "; SET LOCAL statement_timeout = {}; SET LOCAL idle_in_transaction_session_timeout = {}",
+            timeout.as_millis().max(1),
+            (timeout + ORPHAN_MARGIN).as_millis()
         ));
     }
     if note_xid {
@@ -646,7 +657,8 @@ mod tests {
         assert_eq!(
             begin_sql(&policy, false),
             "BEGIN; SET TRANSACTION ISOLATION LEVEL SERIALIZABLE READ ONLY; \
-             SET LOCAL statement_timeout = 1500"
+             SET LOCAL statement_timeout = 1500; \
+             SET LOCAL idle_in_transaction_session_timeout = 3000"
         );
         assert_eq!(
             begin_sql(&Policy::default(), true),

@@ -84,6 +84,7 @@ impl DbBuilder {
             idle_timeout: self.idle_timeout,
             max_lifetime: self.max_lifetime,
             statements: statements.clone(),
+            server_settings: Some(self.server_settings()),
         };
         let connector = TlsConnector::new(&tls)?;
         let mut hosts = crate::hosts::per_host(&config);
@@ -93,6 +94,21 @@ impl DbBuilder {
             }
         }
         Ok(Pool::new(hosts, (tls, connector), &settings, counters))
+    }
+
+    /// What the server side of each connection is told at connect: its own TCP
+    /// keepalives and user timeout, matching the client's. After a partition the server
+    /// hears no FIN; without these a session left idle in its transaction holds its locks
+    /// until the kernel's keepalive gives up (two hours by default).
+    fn server_settings(&self) -> String {
+        format!(
+            "-c tcp_keepalives_idle={} -c tcp_keepalives_interval={} -c tcp_keepalives_count={} \
+             -c tcp_user_timeout={}",
+            self.keepalives_idle.as_secs().max(1),
+            self.keepalives_interval.as_secs().max(1),
+            self.keepalives_retries,
+            self.tcp_user_timeout.as_millis()
+        )
     }
 
     pub(super) fn new(url: &str) -> Self {

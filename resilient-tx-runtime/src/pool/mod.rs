@@ -39,6 +39,8 @@ pub(crate) struct PoolSettings {
     /// Shared by every pool of the `Db`: whether statements are named and cached,
     /// and when every cache must be dropped.
     pub(crate) statements: Arc<StatementPolicy>,
+    /// Settings sent to the server with every connect (`-c name=value …`).
+    pub(crate) server_settings: Option<String>,
 }
 
 /// A checked-out connection.
@@ -97,6 +99,8 @@ impl Pool {
             counters: counters.clone(),
             statements: settings.statements.clone(),
             tls,
+            server_settings: settings.server_settings.clone(),
+            server_settings_refused: Default::default(),
         };
         let pool = bb8::Pool::builder()
             .max_size(settings.max_size)
