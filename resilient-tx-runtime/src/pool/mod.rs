@@ -131,6 +131,34 @@ impl Pool {
         Ok(Session::new(self.acquire(bound).await?))
     }
 
+    /// Whether every connection the pool may open is open and checked out: a checkout
+    /// would have to wait for a caller to finish.
+    pub(crate) fn saturated(&self) -> bool {
+        let state = self.pool.state();
+        state.connections >= self.max_size && state.idle_connections == 0
+    }
+
+    /// Runs `sql` on a connection of its own, opened for it outside the pool and
+    /// closed after, within `bound`: for a probe that must not wait behind busy
+    /// callers.
+    pub(crate) async fn query_outside(
+        &self,
+        sql: &str,
+        bound: Duration,
+    ) -> Result<Vec<SimpleQueryMessage>, TxError> {
+        let work = async {
+            let conn = self.pool.dedicated_connection().await?;
+            conn.client
+                .simple_query(sql)
+                .await
+                .map_err(|e| crate::classify::to_tx_error(e, Phase::Statement))
+        };
+        match tokio::time::timeout(bound, work).await {
+            Ok(result) => result,
+            Err(_) => Err(client_timeout(Phase::Statement, bound)),
+        }
+    }
+
     /// Checks out a usable connection within `bound`.
     ///
     /// A connection whose socket is known closed is discarded and replaced at no cost.

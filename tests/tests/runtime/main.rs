@@ -7,6 +7,7 @@ mod config;
 mod conflicts;
 mod connection_loss;
 mod failover;
+mod health;
 mod idempotency;
 mod safety;
 mod statements;
