@@ -16,7 +16,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row, SimpleQueryMessage, Statement};
 
 use crate::classify::{Phase, client_timeout, to_tx_error};
-use crate::connection::{Backend, declared_type, note_backend};
+use crate::connection::{Backend, CommitCounter, declared_type, note_backend};
 use crate::error::{Failure, TxError};
 use crate::policy::Policy;
 use crate::pool::Pooled;
@@ -139,6 +139,8 @@ pub struct Tx<'db> {
     note_xid: bool,
     /// The transaction's id, once BEGIN's reply told it.
     xid: Option<u64>,
+    /// A statement mentioned NOTIFY (see [`Tx::may_notify`]).
+    may_notify: bool,
 }
 
 impl<'db> Tx<'db> {
@@ -155,6 +157,7 @@ impl<'db> Tx<'db> {
             read_only,
             note_xid,
             xid: None,
+            may_notify: false,
             pending_begin: Some(begin),
             in_flight: false,
             finished: false,
@@ -259,6 +262,7 @@ impl<'db> Tx<'db> {
     /// (no parameters, no rows).
     pub async fn batch_execute(&mut self, sql: &str) -> Result<(), TxError> {
         self.usable()?;
+        self.may_notify |= mentions_notify(sql);
         self.note_backend().await?;
         let begin = self.pending_begin.take();
         let client = &self.conn.client;
@@ -281,6 +285,9 @@ impl<'db> Tx<'db> {
         execute: impl AsyncFnOnce(&Client, Target<'_>) -> Result<R, tokio_postgres::Error>,
     ) -> Result<R, TxError> {
         self.usable()?;
+        if let QueryRef::Sql(sql) = query {
+            self.may_notify |= mentions_notify(sql);
+        }
         let named = self.conn.statements.policy().named();
         let typed = match query {
             QueryRef::Sql(_) if !named => Some(declare_types(params)?),
@@ -334,10 +341,10 @@ impl<'db> Tx<'db> {
         Some((self.xid?, self.conn.backend.clone()?))
     }
 
-    /// Sends COMMIT, preceded in the same flight by the commit marker's insert when
-    /// one is given (`(statement SQL, marker)`). A transaction in which nothing ran
-    /// costs nothing.
-    pub(crate) async fn commit(&mut self, marker: Option<(&str, &str)>) -> Result<(), TxError> {
+    /// Sends COMMIT, preceded in the same flight by the statement that lets commit
+    /// verification settle a lost reply, when one is given. A transaction in which
+    /// nothing ran costs nothing.
+    pub(crate) async fn commit(&mut self, mark: Option<CommitMark<'_>>) -> Result<(), TxError> {
         if let Some(error) = &self.poisoned {
             return Err(error.clone());
         }
@@ -345,36 +352,63 @@ impl<'db> Tx<'db> {
             self.finished = true;
             return Ok(());
         }
-        // The marker's insert runs like a body's statement: prepared once per
-        // connection and cached, or unnamed with named statements off.
-        let marker = match marker {
-            Some((sql, id)) => Some((self.marker_statement(sql).await?, sql, id)),
+        // The mark runs like a body's statement: prepared once per connection and
+        // cached, or unnamed with named statements off.
+        let prepared = match &mark {
+            Some(mark) => self.mark_statement(mark.sql()).await?,
             None => None,
         };
         self.finished = true;
+        let counter = self.conn.counter;
+        let next = counter.committed + 1;
         let client = &self.conn.client;
         let work = async {
-            let Some((statement, sql, id)) = &marker else {
-                return client.batch_execute("COMMIT").await;
+            let Some(mark) = &mark else {
+                return client.batch_execute("COMMIT").await.map(|()| false);
             };
-            // Back to back: should the insert fail, the COMMIT that follows only ends
-            // the aborted transaction, and the insert's error is what the caller sees.
-            let mark = async {
-                match statement {
-                    Some(statement) => client.execute(statement, &[id]).await,
-                    None => client.execute_typed(sql, &[(id, Type::TEXT)]).await,
+            // Back to back: should the mark fail, the COMMIT that follows only ends the
+            // aborted transaction, and the mark's error is what the caller sees.
+            let send = async {
+                match (mark, &prepared) {
+                    (CommitMark::Marker { marker, .. }, Some(statement)) => {
+                        client.execute(statement, &[marker]).await.map(|_| false)
+                    }
+                    (CommitMark::Marker { sql, marker }, None) => client
+                        .execute_typed(sql, &[(marker, Type::TEXT)])
+                        .await
+                        .map(|_| false),
+                    (CommitMark::Counter { .. }, Some(statement)) => client
+                        .query_one(statement, &[&counter.id, &counter.committed, &next])
+                        .await
+                        .map(|row| row.get::<_, i64>(0) > 0),
+                    (CommitMark::Counter { sql }, None) => client
+                        .query_typed_one(
+                            sql,
+                            &[
+                                (&counter.id, Type::INT8),
+                                (&counter.committed, Type::INT8),
+                                (&next, Type::INT8),
+                            ],
+                        )
+                        .await
+                        .map(|row| row.get::<_, i64>(0) > 0),
                 }
             };
-            let (marked, committed) =
-                futures_util::future::join(mark, client.batch_execute("COMMIT")).await;
-            marked.and(committed).map(|_| ())
+            let (moved, committed) =
+                futures_util::future::join(send, client.batch_execute("COMMIT")).await;
+            let moved = moved?;
+            committed?;
+            Ok(moved)
         };
         let result = match bounded(&mut self.in_flight, self.deadline, work).await {
-            Ok(Ok(())) => return Ok(()),
-            // The marker's insert failed, so COMMIT only ended an aborted transaction.
-            Ok(Err(e)) if matches!(marker, Some((Some(_), _, _))) => {
-                self.lost_statement(to_tx_error(e, Phase::Commit))
+            Ok(Ok(moved)) => {
+                if moved {
+                    self.conn.counter.committed = next;
+                }
+                return Ok(());
             }
+            // The mark failed, so COMMIT only ended an aborted transaction.
+            Ok(Err(e)) if prepared.is_some() => self.lost_statement(to_tx_error(e, Phase::Commit)),
             Ok(Err(e)) => to_tx_error(e, Phase::Commit),
             Err(()) => client_timeout(Phase::Commit, self.timer),
         };
@@ -382,6 +416,19 @@ impl<'db> Tx<'db> {
             self.conn.condemn();
         }
         Err(result)
+    }
+
+    /// This connection's commit counter, as the next COMMIT's compare-and-set will
+    /// find it.
+    pub(crate) fn commit_counter(&self) -> CommitCounter {
+        self.conn.counter
+    }
+
+    /// Whether a statement of this transaction may have queued a notification
+    /// (`NOTIFY`, `pg_notify`): an effect that gets the transaction an id only at
+    /// COMMIT, so a mark that looks for the id would miss it.
+    pub(crate) fn may_notify(&self) -> bool {
+        self.may_notify
     }
 
     /// A 26000 (no such prepared statement) or 42P05 (one of that name exists
@@ -414,9 +461,9 @@ impl<'db> Tx<'db> {
         )
     }
 
-    /// The marker insert's cached statement, prepared on first use; `None` when named
+    /// The mark's cached statement, prepared on first use; `None` when named
     /// statements are off and it is sent unnamed.
-    async fn marker_statement(&mut self, sql: &str) -> Result<Option<Statement>, TxError> {
+    async fn mark_statement(&mut self, sql: &str) -> Result<Option<Statement>, TxError> {
         if !self.conn.statements.policy().named() {
             return Ok(None);
         }
@@ -589,6 +636,31 @@ impl From<tokio_postgres::Error> for Failed {
     }
 }
 
+/// What COMMIT's flight carries so that commit verification can settle a lost reply.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CommitMark<'a> {
+    /// `sql` inserts `marker` (`$1`, text).
+    Marker { sql: &'a str, marker: &'a str },
+    /// `sql` moves this connection's commit counter by one (`$1` its id, `$2` the value
+    /// it last committed, `$3` the next) and returns how many rows it moved.
+    Counter { sql: &'a str },
+}
+
+impl CommitMark<'_> {
+    fn sql(&self) -> &str {
+        match self {
+            CommitMark::Marker { sql, .. } | CommitMark::Counter { sql } => sql,
+        }
+    }
+}
+
+/// Whether SQL text may queue a notification: `NOTIFY` or `pg_notify`, in any case.
+fn mentions_notify(sql: &str) -> bool {
+    sql.as_bytes()
+        .windows(6)
+        .any(|w| w.eq_ignore_ascii_case(b"notify"))
+}
+
 /// What a statement runs as.
 enum Target<'a> {
     /// A prepared (named) statement.
@@ -646,6 +718,15 @@ mod tests {
 
     use super::*;
     use crate::policy::Isolation;
+
+    #[test]
+    fn notify_is_seen_in_any_case_and_form() {
+        assert!(mentions_notify("NOTIFY jobs, 'x'"));
+        assert!(mentions_notify("select pg_notify('jobs', $1)"));
+        assert!(mentions_notify("Notify jobs"));
+        assert!(!mentions_notify("INSERT INTO notes VALUES (1)"));
+        assert!(!mentions_notify(""));
+    }
 
     #[test]
     fn begin_carries_isolation_access_mode_timeout_and_the_id() {

@@ -14,7 +14,7 @@ use crate::outcome::CommitVerification;
 use crate::policy::Policy;
 use crate::pool::{Pool, PoolSettings};
 use crate::shared::Shared;
-use crate::tables::{DEFAULT_KEY_TABLE, DEFAULT_MARKER_TABLE, Tables};
+use crate::tables::{DEFAULT_COUNTER_TABLE, DEFAULT_KEY_TABLE, DEFAULT_MARKER_TABLE, Tables};
 use crate::tls::{TlsConnector, split_tls_params};
 
 /// Settings of a [`Db`]. Every knob has a production-minded default.
@@ -41,6 +41,7 @@ pub struct DbBuilder {
     retry_budget: RetryBudgetConfig,
     idempotency_table: String,
     commit_marker_table: String,
+    commit_counter_table: String,
     commit_verification: CommitVerification,
     replica_url: Option<String>,
     statement_cache: bool,
@@ -130,6 +131,7 @@ impl DbBuilder {
             retry_budget: RetryBudgetConfig::default(),
             idempotency_table: DEFAULT_KEY_TABLE.to_owned(),
             commit_marker_table: DEFAULT_MARKER_TABLE.to_owned(),
+            commit_counter_table: DEFAULT_COUNTER_TABLE.to_owned(),
             commit_verification: CommitVerification::default(),
             replica_url: None,
             statement_cache: true,
@@ -219,11 +221,19 @@ impl DbBuilder {
         self
     }
 
+    /// Where commit counters are stored: `schema.table` or `table`
+    /// (default `resilient_tx.commit_counters`).
+    pub fn commit_counter_table(mut self, name: impl Into<String>) -> Self {
+        self.commit_counter_table = name.into();
+        self
+    }
+
     /// How a call without an idempotency key, not marked `idempotent`, settles a
-    /// COMMIT whose reply was lost: by a marker row (the default; settles every case,
-    /// for one more row per transaction), by its transaction's status (no table, but
-    /// a COMMIT that survived a crash or failover is `CommitUnknown`), or not at all.
-    /// See [`CommitVerification`].
+    /// COMMIT whose reply was lost: by a fenced per-connection counter (the default;
+    /// settles every case, for a rewrite of one row per connection with each writing
+    /// transaction), by a marker row (the same, for one more row per transaction), by
+    /// its transaction's status (no table, but a COMMIT that survived a crash or
+    /// failover is `CommitUnknown`), or not at all. See [`CommitVerification`].
     pub fn commit_verification(mut self, verification: CommitVerification) -> Self {
         self.commit_verification = verification;
         self
@@ -263,7 +273,11 @@ impl DbBuilder {
                 "pool_timeout and connect_timeout must be above zero",
             ));
         }
-        let tables = Tables::new(&self.idempotency_table, &self.commit_marker_table)?;
+        let tables = Tables::new(
+            &self.idempotency_table,
+            &self.commit_marker_table,
+            &self.commit_counter_table,
+        )?;
         let counters = Arc::new(Counters::default());
         let statements = StatementPolicy::new(self.statement_cache);
         let pool = self.pool_for(&self.url, &counters, &statements)?;
@@ -302,6 +316,7 @@ impl std::fmt::Debug for DbBuilder {
             .field("retry_budget", &self.retry_budget)
             .field("idempotency_table", &self.idempotency_table)
             .field("commit_marker_table", &self.commit_marker_table)
+            .field("commit_counter_table", &self.commit_counter_table)
             .field("commit_verification", &self.commit_verification)
             .field("statement_cache", &self.statement_cache)
             .finish_non_exhaustive()

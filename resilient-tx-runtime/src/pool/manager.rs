@@ -82,7 +82,8 @@ impl Manager {
         };
         tracing::warn!(error = %error, "connecting to the database failed");
         self.counters.connect_failed();
-        self.health.connect_failed(error.clone());
+        // The pool's health learns of it from bb8's error sink ([`FailureSink`](super::health::FailureSink)),
+        // once bb8 no longer counts this connect as pending.
         Err(error)
     }
 

@@ -114,6 +114,7 @@ impl Pool {
             // One connect per attempt: the attempt loop paces reconnects with its own
             // backoff, deadline and retry budget.
             .retry_connection(false)
+            .error_sink(Box::new(health::FailureSink(health.clone())))
             .build_unchecked(manager);
         Pool {
             pool,
@@ -147,7 +148,13 @@ impl Pool {
         bound: Duration,
     ) -> Result<Vec<SimpleQueryMessage>, TxError> {
         let work = async {
-            let conn = self.pool.dedicated_connection().await?;
+            // Outside the pool, so not seen by its error sink: the health hears of a
+            // failed connect here.
+            let conn = self
+                .pool
+                .dedicated_connection()
+                .await
+                .inspect_err(|error| self.health.connect_failed(error.clone()))?;
             conn.client
                 .simple_query(sql)
                 .await
