@@ -9,6 +9,12 @@
 //!   cuts connections at exact points of the PostgreSQL protocol
 //!   ([`CutPoint`]: e.g. after a COMMIT reached the server, before its reply
 //!   reached the client), once or at random from a seed ([`RandomCuts`]).
+//! * [`PatroniCluster`] — PostgreSQL nodes run by Patroni on a local etcd,
+//!   behind HAProxy; planned switchover, unplanned loss of the leader.
+//! * [`AutoFailoverFormation`] — a pg_auto_failover monitor and its nodes;
+//!   the same two events.
+//! * [`wait_writable`] — the instant a server (or a route to one) took a
+//!   real write, to measure how long a failover kept writes away.
 //! * [`binaries`] — where the PostgreSQL binaries are and how to run them
 //!   (as the `postgres` OS user when the tests run as root).
 //!
@@ -35,18 +41,40 @@
 
 #![deny(missing_docs)]
 
+mod auto_failover;
 pub mod binaries;
 mod cluster;
 mod cuts;
+mod daemon;
+mod etcd;
+mod failover;
+mod haproxy;
+mod patroni;
+mod patroni_node;
+mod patroni_rest;
+mod pg_autoctl;
 mod ports;
 mod postmaster;
+mod process_tree;
 mod protocol;
 mod proxy;
 mod replica;
+mod rest;
 mod settings;
+mod wait;
 
+pub use auto_failover::{AutoFailoverFormation, AutoFailoverFormationBuilder, AutoFailoverNode};
 pub use cluster::{ADMIN_APPLICATION_NAME, PgCluster, PgClusterBuilder, SUPERUSER};
 pub use cuts::{CutCounts, CutPoint, CutRule, REPLY_WAIT, RandomCuts};
+pub use etcd::Etcd;
+pub use failover::{
+    Killed, PROBE_APPLICATION_NAME, Via, WRITE_PROBE_TABLE, try_write, wait_writable,
+};
+pub use haproxy::{HaProxy, READ_BACKEND, ServerStatus, WRITE_BACKEND};
+pub use patroni::{PatroniCluster, PatroniClusterBuilder};
+pub use patroni_node::PatroniNode;
+pub use patroni_rest::PatroniMember;
+pub use pg_autoctl::AutoFailoverNodeState;
 pub use ports::pick_free_port;
 pub use proxy::{Direction, FaultProxy, ProxyMode};
 
