@@ -15,22 +15,35 @@
 //!
 //! Node 0 is created first and is the first primary; the others are cloned
 //! from it.
+//!
+//! Needs the Debian package `postgresql-<major>-auto-failover`.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use std::time::Duration;
+//! use resilient_tx_testkit::{AutoFailoverFormation, Via};
+//!
+//! let formation = AutoFailoverFormation::start().await?;
+//! // Point the code under test at `formation.url()`, then:
+//! let killed = formation.kill_primary().await?;
+//! let writable = formation.wait_writable(Via::MultiHost, Duration::from_secs(60)).await?;
+//! println!("no writes for {:?}", writable - killed.at);
+//! # Ok(()) }
+//! ```
 
 use std::ffi::OsString;
 use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::binaries;
+use crate::auto_failover_node::{AutoFailoverNode, Instance};
 use crate::cluster::SUPERUSER;
-use crate::daemon::{self, Daemon, lock};
+use crate::daemon;
 use crate::failover::{self, Killed, Via};
 use crate::pg_autoctl::{self, AutoFailoverNodeState, PgAutoctl};
 use crate::ports;
-use crate::process_tree;
 use crate::wait::{self, Probe};
 
 /// How long the monitor, or one node, may take to be created and running.
@@ -38,24 +51,6 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// How long `pg_autoctl perform switchover` may take (it waits itself).
 const SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Server settings of every instance, in `postgresql.auto.conf`. Same trade
-/// as [`PgCluster`](crate::PgCluster)'s (only an OS crash could lose data);
-/// `checkpoint_completion_target = 0` makes the checkpoint `pg_basebackup`
-/// requests immediate instead of paced over seconds.
-const SERVER_SETTINGS: &[(&str, &str)] = &[
-    ("listen_addresses", "127.0.0.1"),
-    ("shared_buffers", "32MB"),
-    ("effective_cache_size", "256MB"),
-    ("maintenance_work_mem", "32MB"),
-    ("work_mem", "4MB"),
-    ("fsync", "off"),
-    ("synchronous_commit", "on"),
-    ("checkpoint_completion_target", "0"),
-    ("max_connections", "200"),
-    ("logging_collector", "off"),
-    ("log_line_prefix", "%m [%p] %q%a "),
-];
 
 /// Options of a new formation; see [`AutoFailoverFormation::builder`].
 #[derive(Debug, Clone)]
@@ -157,6 +152,22 @@ impl AutoFailoverFormationBuilder {
     /// primary and every other node a secondary.
     pub async fn start(self) -> io::Result<AutoFailoverFormation> {
         self.validate()?;
+        let mut attempt = 1;
+        loop {
+            match self.try_start().await {
+                Err(e) if attempt < daemon::START_ATTEMPTS && daemon::is_port_clash(&e) => {
+                    tracing::warn!(
+                        attempt,
+                        "a port of the pg_auto_failover formation was taken, starting anew"
+                    );
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn try_start(&self) -> io::Result<AutoFailoverFormation> {
         let started = Instant::now();
         let dir = daemon::temp_dir("resilient-tx-autofailover-")?;
         let autoctl = PgAutoctl::new(dir.path())?;
@@ -220,154 +231,6 @@ impl AutoFailoverFormationBuilder {
     }
 }
 
-/// One PostgreSQL instance run by `pg_autoctl` (a node or the monitor).
-#[derive(Debug)]
-struct Instance {
-    index: usize,
-    name: String,
-    port: u16,
-    data_dir: PathBuf,
-    log_path: PathBuf,
-    daemon: Mutex<Option<Daemon>>,
-}
-
-impl Instance {
-    fn new(root: &Path, name: &str, index: usize, port: u16) -> Instance {
-        Instance {
-            index,
-            name: name.to_owned(),
-            port,
-            data_dir: root.join(name),
-            log_path: root.join(format!("{name}.log")),
-            daemon: Mutex::new(None),
-        }
-    }
-
-    /// Runs `initdb` and writes the kit's settings into
-    /// `postgresql.auto.conf`.
-    async fn init(&self, extra: &[(String, String)]) -> io::Result<()> {
-        let mut initdb = binaries::tokio_pg_command("initdb")?;
-        initdb.arg("-D").arg(&self.data_dir).args([
-            "-A",
-            "trust",
-            "-U",
-            SUPERUSER,
-            "--no-sync",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        ]);
-        binaries::run(initdb).await?;
-        let mut conf = String::from("# Written by resilient-tx-testkit (ALTER SYSTEM keeps it).\n");
-        let settings = SERVER_SETTINGS
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .chain(extra.iter().cloned());
-        for (name, value) in settings {
-            conf.push_str(&format!("{name} = '{}'\n", value.replace('\'', "''")));
-        }
-        crate::cluster::write_owned(&self.data_dir.join("postgresql.auto.conf"), &conf)
-    }
-
-    fn spawn(&self, autoctl: &PgAutoctl, args: Vec<OsString>) -> io::Result<()> {
-        let mut guard = lock(&self.daemon);
-        if guard.as_mut().is_some_and(|d| d.exit_status().is_none()) {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("pg_autoctl of {} is already running", self.name),
-            ));
-        }
-        let cmd = autoctl.command(args)?;
-        *guard = Some(Daemon::spawn(
-            &format!("pg_autoctl of {}", self.name),
-            cmd,
-            &self.log_path,
-        )?);
-        Ok(())
-    }
-
-    /// The postmaster's pid from `postmaster.pid`, if that process runs this
-    /// data directory.
-    fn postmaster_pid(&self) -> Option<u32> {
-        let contents = std::fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
-        let pid: u32 = contents.lines().next()?.trim().parse().ok()?;
-        process_tree::is_alive_with_arg(pid, &self.data_dir.to_string_lossy()).then_some(pid)
-    }
-
-    async fn kill(&self) -> io::Result<()> {
-        let postmaster: Vec<u32> = self.postmaster_pid().into_iter().collect();
-        let daemon = lock(&self.daemon).take();
-        match daemon {
-            Some(mut daemon) => daemon.kill(&postmaster).await,
-            None => Ok(()),
-        }
-    }
-
-    fn exit_status(&self) -> Option<String> {
-        lock(&self.daemon)
-            .as_mut()
-            .map_or(Some("it was killed".to_owned()), Daemon::exit_status)
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let postmaster: Vec<u32> = self.postmaster_pid().into_iter().collect();
-        if let Some(mut daemon) = lock(&self.daemon).take() {
-            daemon.kill_blocking(&postmaster);
-        } else if !postmaster.is_empty() {
-            let pids = process_tree::kill_trees(&postmaster);
-            process_tree::wait_gone_blocking(&pids, &[], Duration::from_secs(10));
-        }
-    }
-}
-
-/// A PostgreSQL node of an [`AutoFailoverFormation`].
-#[derive(Debug)]
-pub struct AutoFailoverNode {
-    instance: Instance,
-}
-
-impl AutoFailoverNode {
-    /// Index of the node in its formation.
-    pub fn index(&self) -> usize {
-        self.instance.index
-    }
-
-    /// pg_auto_failover's node name, `node<index>`.
-    pub fn name(&self) -> &str {
-        &self.instance.name
-    }
-
-    /// PostgreSQL's port.
-    pub fn port(&self) -> u16 {
-        self.instance.port
-    }
-
-    /// Connection URL of this node's `postgres` database as the superuser.
-    pub fn url(&self) -> String {
-        format!(
-            "postgres://{SUPERUSER}@127.0.0.1:{}/postgres",
-            self.instance.port
-        )
-    }
-
-    /// The PostgreSQL data directory.
-    pub fn data_dir(&self) -> &Path {
-        &self.instance.data_dir
-    }
-
-    /// The log of this node's `pg_autoctl` and of its PostgreSQL.
-    pub fn log_path(&self) -> &Path {
-        &self.instance.log_path
-    }
-
-    /// Whether the node's `pg_autoctl` runs.
-    pub fn is_running(&self) -> bool {
-        self.instance.exit_status().is_none()
-    }
-}
-
 /// A pg_auto_failover formation (`default`): a monitor and its nodes, in a
 /// temporary directory, killed and removed on drop, also when the test
 /// panics. Ports are free ones on 127.0.0.1; when the tests run as root,
@@ -399,13 +262,13 @@ impl AutoFailoverFormation {
         let mut args = self.create_args("monitor", monitor);
         args.push("--run".into());
         monitor.spawn(&self.autoctl, args)?;
-        let logs = [monitor.log_path.as_path()];
+        let logs = [monitor.log_path()];
         wait::until(
             "the pg_auto_failover monitor to answer",
             CREATE_TIMEOUT,
             &logs,
             || async {
-                if let Some(how) = monitor.exit_status() {
+                if let Some(how) = monitor.daemon.exit_status() {
                     return Probe::Failed(format!("pg_autoctl of the monitor stopped: {how}"));
                 }
                 match self.autoctl.states(&monitor.data_dir).await {
@@ -478,14 +341,17 @@ impl AutoFailoverFormation {
                 self.nodes
                     .iter()
                     .map(|n| &n.instance)
-                    .filter(|i| i.daemon_started()),
+                    .filter(|i| i.daemon.is_started()),
             );
             for instance in instances {
-                if let Some(how) = instance.exit_status() {
+                if let Some(how) = instance.daemon.exit_status() {
                     return Probe::Failed(format!(
                         "pg_autoctl of {} stopped: {how}",
                         instance.name
                     ));
+                }
+                if daemon::log_shows_port_clash(instance.log_path()) {
+                    return Probe::Failed(format!("a port of {} is already in use", instance.name));
                 }
             }
             match self.states().await {
@@ -498,7 +364,7 @@ impl AutoFailoverFormation {
     }
 
     fn logs(&self) -> Vec<&Path> {
-        std::iter::once(self.monitor.log_path.as_path())
+        std::iter::once(self.monitor.log_path())
             .chain(self.nodes.iter().map(AutoFailoverNode::log_path))
             .collect()
     }
@@ -547,7 +413,7 @@ impl AutoFailoverFormation {
 
     /// The log of the monitor's `pg_autoctl` and PostgreSQL.
     pub fn monitor_log_path(&self) -> &Path {
-        &self.monitor.log_path
+        self.monitor.log_path()
     }
 
     /// The monitor's view of every node.
@@ -614,7 +480,7 @@ impl AutoFailoverFormation {
     /// SIGKILLs node `index`'s `pg_autoctl` and PostgreSQL together; returns
     /// when all of its processes are gone.
     pub async fn kill_node(&self, index: usize) -> io::Result<Killed> {
-        self.checked_node(index)?.instance.kill().await?;
+        self.checked_node(index)?.instance.daemon.kill().await?;
         let at = Instant::now();
         tracing::info!(node = index, "killed pg_auto_failover node");
         Ok(Killed { node: index, at })
@@ -684,13 +550,6 @@ impl AutoFailoverFormation {
             .await?;
         self.primary_in(&states)
             .ok_or_else(|| io::Error::other("the primary vanished"))
-    }
-}
-
-impl Instance {
-    /// Whether `pg_autoctl` was started for this instance (and not killed).
-    fn daemon_started(&self) -> bool {
-        lock(&self.daemon).is_some()
     }
 }
 

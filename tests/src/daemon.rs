@@ -78,6 +78,24 @@ pub(crate) fn command(program: &Path, as_server_user: bool) -> io::Result<Comman
     Ok(cmd)
 }
 
+/// How many times a whole setup is started on new ports when one of the
+/// ports it picked was taken before its daemon could bind it.
+pub(crate) const START_ATTEMPTS: usize = 3;
+
+/// Whether a failed start (its message, which carries the log tails) comes
+/// from a port another process took between our check and the daemon's bind.
+pub(crate) fn is_port_clash(error: &io::Error) -> bool {
+    let message = error.to_string();
+    message.contains("already in use") || message.contains("cannot bind socket")
+}
+
+/// Whether the end of a daemon's log reports a port clash (PostgreSQL's
+/// "could not bind … Address already in use"): its orchestrator would retry
+/// for ever, so waits give up at once and the setup starts anew.
+pub(crate) fn log_shows_port_clash(log: &Path) -> bool {
+    crate::postmaster::log_since(log, 0).contains("Address already in use")
+}
+
 /// A new temporary directory named `prefix…` for an orchestrated setup,
 /// owned by the server user (whose daemons write there) and closed to
 /// everybody else.

@@ -4,10 +4,10 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::daemon::{self, Daemon, lock};
+use crate::daemon;
+use crate::daemon_slot::DaemonSlot;
 use crate::ports;
 use crate::rest;
 use crate::wait::{self, Probe};
@@ -24,7 +24,7 @@ pub struct Etcd {
     client_port: u16,
     peer_port: u16,
     log_path: PathBuf,
-    daemon: Mutex<Option<Daemon>>,
+    daemon: DaemonSlot,
 }
 
 impl Etcd {
@@ -42,11 +42,10 @@ impl Etcd {
                 client_port,
                 peer_port,
                 log_path: log_path.clone(),
-                daemon: Mutex::new(None),
+                daemon: DaemonSlot::new("etcd", &log_path, None),
             };
             let offset = crate::postmaster::log_len(&log_path);
-            let daemon = Daemon::spawn("etcd", etcd.command(&program, dir)?, &log_path)?;
-            *lock(&etcd.daemon) = Some(daemon);
+            etcd.daemon.spawn(etcd.command(&program, dir)?)?;
             match etcd.wait_healthy().await {
                 Ok(()) => {
                     tracing::debug!(client_port, "etcd is healthy");
@@ -105,7 +104,7 @@ impl Etcd {
             START_TIMEOUT,
             &[&self.log_path],
             || async {
-                if let Some(how) = self.exit_status() {
+                if let Some(how) = self.daemon.exit_status() {
                     return Probe::Failed(format!("etcd stopped: {how}"));
                 }
                 match rest::get(&client, &url).await {
@@ -116,12 +115,6 @@ impl Etcd {
             },
         )
         .await
-    }
-
-    fn exit_status(&self) -> Option<String> {
-        lock(&self.daemon)
-            .as_mut()
-            .map_or(Some("it was killed".to_owned()), Daemon::exit_status)
     }
 
     /// The URL clients reach etcd at, e.g. `http://127.0.0.1:23456`.
@@ -142,6 +135,6 @@ impl Etcd {
 
     /// Whether etcd still runs.
     pub fn is_running(&self) -> bool {
-        self.exit_status().is_none()
+        self.daemon.is_running()
     }
 }

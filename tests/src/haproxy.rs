@@ -16,12 +16,12 @@
 use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::daemon::{self, Daemon, lock};
+use crate::daemon;
+use crate::daemon_slot::DaemonSlot;
 use crate::ports;
 use crate::wait::{self, Probe};
 
@@ -71,7 +71,7 @@ pub struct HaProxy {
     read_port: u16,
     stats_socket: PathBuf,
     log_path: PathBuf,
-    daemon: Mutex<Option<Daemon>>,
+    daemon: DaemonSlot,
 }
 
 impl HaProxy {
@@ -91,7 +91,7 @@ impl HaProxy {
                 read_port: picked[1],
                 stats_socket: dir.join("haproxy.sock"),
                 log_path: log_path.clone(),
-                daemon: Mutex::new(None),
+                daemon: DaemonSlot::new("HAProxy", &log_path, None),
             };
             std::fs::write(&config_path, proxy.config(servers))?;
             let _ = std::fs::remove_file(&proxy.stats_socket);
@@ -99,7 +99,7 @@ impl HaProxy {
             let mut cmd = daemon::command(&program, false)?;
             // -db: stay in the foreground, as our child.
             cmd.arg("-db").arg("-f").arg(&config_path);
-            *lock(&proxy.daemon) = Some(Daemon::spawn("haproxy", cmd, &log_path)?);
+            proxy.daemon.spawn(cmd)?;
             match proxy.wait_socket().await {
                 Ok(()) => return Ok(proxy),
                 Err(e) => {
@@ -166,7 +166,7 @@ impl HaProxy {
             START_TIMEOUT,
             &[&self.log_path],
             || async {
-                if let Some(how) = self.exit_status() {
+                if let Some(how) = self.daemon.exit_status() {
                     return Probe::Failed(format!("HAProxy stopped: {how}"));
                 }
                 match self.server_status().await {
@@ -176,12 +176,6 @@ impl HaProxy {
             },
         )
         .await
-    }
-
-    fn exit_status(&self) -> Option<String> {
-        lock(&self.daemon)
-            .as_mut()
-            .map_or(Some("it was killed".to_owned()), Daemon::exit_status)
     }
 
     /// HAProxy's current view of every server in both backends.

@@ -42,10 +42,12 @@
 #![deny(missing_docs)]
 
 mod auto_failover;
+mod auto_failover_node;
 pub mod binaries;
 mod cluster;
 mod cuts;
 mod daemon;
+mod daemon_slot;
 mod etcd;
 mod failover;
 mod haproxy;
@@ -63,7 +65,8 @@ mod rest;
 mod settings;
 mod wait;
 
-pub use auto_failover::{AutoFailoverFormation, AutoFailoverFormationBuilder, AutoFailoverNode};
+pub use auto_failover::{AutoFailoverFormation, AutoFailoverFormationBuilder};
+pub use auto_failover_node::AutoFailoverNode;
 pub use cluster::{ADMIN_APPLICATION_NAME, PgCluster, PgClusterBuilder, SUPERUSER};
 pub use cuts::{CutCounts, CutPoint, CutRule, REPLY_WAIT, RandomCuts};
 pub use etcd::Etcd;

@@ -10,6 +10,22 @@
 //! Node 0 bootstraps the cluster and is the first leader; the others are
 //! cloned from it. `use_pg_rewind` is on, so a former leader started again
 //! rejoins as a replica.
+//!
+//! Needs the Debian packages `patroni`, `etcd-server` and `haproxy`.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use std::time::Duration;
+//! use resilient_tx_testkit::{PatroniCluster, Via};
+//!
+//! let cluster = PatroniCluster::builder().synchronous_mode(true).start().await?;
+//! // Point the code under test at `cluster.write_url()` (HAProxy) or
+//! // `cluster.multi_host_url()`, then:
+//! let killed = cluster.kill_leader().await?;
+//! let writable = cluster.wait_writable(Via::Proxy, Duration::from_secs(60)).await?;
+//! println!("no writes for {:?}", writable - killed.at);
+//! # Ok(()) }
+//! ```
 
 use std::io;
 use std::path::Path;
@@ -186,6 +202,22 @@ impl PatroniClusterBuilder {
     /// synchronous mode), and HAProxy routes writes to node 0 only.
     pub async fn start(self) -> io::Result<PatroniCluster> {
         self.validate()?;
+        let mut attempt = 1;
+        loop {
+            match self.try_start().await {
+                Err(e) if attempt < daemon::START_ATTEMPTS && daemon::is_port_clash(&e) => {
+                    tracing::warn!(
+                        attempt,
+                        "a port of the Patroni cluster was taken, starting anew"
+                    );
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn try_start(&self) -> io::Result<PatroniCluster> {
         let started = Instant::now();
         let dir = daemon::temp_dir("resilient-tx-patroni-")?;
         let etcd = Etcd::start_in(&dir.path().join("etcd")).await?;
@@ -493,6 +525,12 @@ impl PatroniCluster {
             if let Some(node) = running.iter().find(|node| !node.is_running()) {
                 let how = node.exit_status().unwrap_or_default();
                 return Probe::Failed(format!("Patroni of {} stopped: {how}", node.name()));
+            }
+            if let Some(node) = running
+                .iter()
+                .find(|n| daemon::log_shows_port_clash(n.log_path()))
+            {
+                return Probe::Failed(format!("a port of {} is already in use", node.name()));
             }
             let members = match self.members().await {
                 Ok(members) => members,

@@ -6,14 +6,13 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use serde_json::json;
 
 use crate::binaries;
 use crate::cluster::SUPERUSER;
-use crate::daemon::{self, Daemon, lock};
-use crate::process_tree;
+use crate::daemon;
+use crate::daemon_slot::DaemonSlot;
 
 /// The part of a node's configuration all nodes share.
 #[derive(Debug, Clone)]
@@ -36,9 +35,8 @@ pub struct PatroniNode {
     dir: PathBuf,
     data_dir: PathBuf,
     config_path: PathBuf,
-    log_path: PathBuf,
-    /// Patroni, while it runs.
-    daemon: Mutex<Option<Daemon>>,
+    /// Patroni, with the PostgreSQL it runs.
+    daemon: DaemonSlot,
 }
 
 impl PatroniNode {
@@ -53,16 +51,22 @@ impl PatroniNode {
     ) -> io::Result<PatroniNode> {
         std::fs::create_dir_all(&dir)?;
         binaries::chown_to_server_user(&dir)?;
+        let name = format!("node{index}");
+        let data_dir = dir.join("data");
+        let daemon = DaemonSlot::new(
+            &format!("Patroni of {name}"),
+            &dir.join("patroni.log"),
+            Some(&data_dir),
+        );
         let node = PatroniNode {
             index,
-            name: format!("node{index}"),
+            name,
             pg_port,
             rest_port,
-            data_dir: dir.join("data"),
+            data_dir,
             config_path: dir.join("patroni.yml"),
-            log_path: dir.join("patroni.log"),
             dir,
-            daemon: Mutex::new(None),
+            daemon,
         };
         // JSON is YAML: serde writes the quoting right for any path.
         let bin_dir = binaries::bindir()?;
@@ -116,49 +120,21 @@ impl PatroniNode {
 
     /// Starts Patroni (as the postgres OS user when we are root).
     pub(crate) fn spawn(&self) -> io::Result<()> {
-        let mut guard = lock(&self.daemon);
-        if guard.as_mut().is_some_and(|d| d.exit_status().is_none()) {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("Patroni of {} is already running", self.name),
-            ));
-        }
         let program = daemon::find_program("patroni", "patroni")?;
         let mut cmd = daemon::command(&program, true)?;
         cmd.arg(&self.config_path).env("HOME", &self.dir);
-        *guard = Some(Daemon::spawn(
-            &format!("Patroni of {}", self.name),
-            cmd,
-            &self.log_path,
-        )?);
-        Ok(())
+        self.daemon.spawn(cmd)
     }
 
     /// SIGKILLs Patroni and its PostgreSQL (postmaster and every backend) at
     /// once, like a machine that lost power. A no-op when not running.
     pub(crate) async fn kill(&self) -> io::Result<()> {
-        let postmaster: Vec<u32> = self.postmaster_pid().into_iter().collect();
-        let daemon = lock(&self.daemon).take();
-        match daemon {
-            Some(mut daemon) => daemon.kill(&postmaster).await,
-            None => Ok(()),
-        }
-    }
-
-    /// The postmaster's pid from `postmaster.pid`, if that process runs this
-    /// data directory (the file outlives a killed server).
-    pub(crate) fn postmaster_pid(&self) -> Option<u32> {
-        let contents = std::fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
-        let pid: u32 = contents.lines().next()?.trim().parse().ok()?;
-        let data_dir = self.data_dir.to_string_lossy();
-        process_tree::is_alive_with_arg(pid, &data_dir).then_some(pid)
+        self.daemon.kill().await
     }
 
     /// `None` while Patroni runs; how it ended otherwise.
     pub(crate) fn exit_status(&self) -> Option<String> {
-        lock(&self.daemon)
-            .as_mut()
-            .map_or(Some("it was killed".to_owned()), Daemon::exit_status)
+        self.daemon.exit_status()
     }
 
     /// Index of the node in its cluster.
@@ -203,24 +179,11 @@ impl PatroniNode {
 
     /// The log of Patroni and of the PostgreSQL it runs.
     pub fn log_path(&self) -> &Path {
-        &self.log_path
+        self.daemon.log_path()
     }
 
     /// Whether Patroni runs (it may be between PostgreSQL restarts).
     pub fn is_running(&self) -> bool {
-        self.exit_status().is_none()
-    }
-}
-
-impl Drop for PatroniNode {
-    fn drop(&mut self) {
-        let postmaster: Vec<u32> = self.postmaster_pid().into_iter().collect();
-        if let Some(mut daemon) = lock(&self.daemon).take() {
-            daemon.kill_blocking(&postmaster);
-        } else if !postmaster.is_empty() {
-            // Patroni is gone but its PostgreSQL was left behind.
-            let pids = process_tree::kill_trees(&postmaster);
-            process_tree::wait_gone_blocking(&pids, &[], std::time::Duration::from_secs(10));
-        }
+        self.daemon.is_running()
     }
 }

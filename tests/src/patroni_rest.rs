@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::daemon;
 use crate::patroni_node::PatroniNode;
 use crate::rest;
 use crate::wait::{self, Probe};
@@ -144,6 +145,9 @@ pub(crate) async fn wait_primary(
     wait::until(&what, timeout, &[node.log_path()], || async {
         if let Some(how) = node.exit_status() {
             return Probe::Failed(format!("Patroni of {} stopped: {how}", node.name()));
+        }
+        if daemon::log_shows_port_clash(node.log_path()) {
+            return Probe::Failed(format!("a port of {} is already in use", node.name()));
         }
         match rest::get(client, &url).await {
             Ok((200, _)) => Probe::Ready(()),
