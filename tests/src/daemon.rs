@@ -31,7 +31,7 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 const EXTRA_PROGRAM_DIRS: &[&str] = &["/usr/sbin", "/usr/bin", "/sbin", "/bin"];
 
 /// Environment variables a daemon must not inherit: libpq's (a developer's
-/// `PGPORT` would point tools at the wrong server) and Patroni's own
+/// `PGPORT` would point a client at the wrong server) and Patroni's own
 /// configuration variables.
 const SCRUBBED_ENV_PREFIXES: &[&str] = &["PG", "PATRONI_"];
 

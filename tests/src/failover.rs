@@ -41,13 +41,14 @@ pub enum Via {
     MultiHost,
 }
 
-/// A node killed on purpose: which one, and when (just after the SIGKILLs,
-/// the moment to measure a failover from).
+/// A node killed on purpose: which one, and when, the moment to measure a
+/// failover from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Killed {
     /// Index of the killed node.
     pub node: usize,
-    /// When it was killed.
+    /// When all its processes were gone (a few milliseconds after the
+    /// SIGKILLs).
     pub at: Instant,
 }
 

@@ -246,6 +246,52 @@ async fn patroni_synchronous_mode_keeps_a_commit_across_the_kill() -> TestResult
     .await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patroni_three_nodes_switch_over_to_a_replica_of_patronis_choice() -> TestResult {
+    init_tracing();
+    bounded(async {
+        let started = Instant::now();
+        let cluster = PatroniCluster::builder()
+            .nodes(3)
+            .parameter("work_mem", "8MB")
+            .start()
+            .await?;
+        eprintln!("Patroni cluster of 3 started in {:?}", started.elapsed());
+        let writer = connect(&cluster.write_url()).await?;
+        let work_mem: String = writer.query_one("SHOW work_mem", &[]).await?.get(0);
+        assert_eq!(work_mem, "8MB");
+
+        let switched = Instant::now();
+        let new = cluster.switchover(None).await?;
+        assert!(new == 1 || new == 2, "new leader {new}");
+        let writable = cluster.wait_writable(Via::Proxy, SWITCHOVER_BOUND).await?;
+        eprintln!(
+            "switchover to node {new}: writable through HAProxy after {:?}",
+            writable - switched
+        );
+        assert_eq!(cluster.wait_healthy(SWITCHOVER_BOUND).await?, new);
+        let up = cluster.haproxy().write_servers_up().await?;
+        assert_eq!(up, [cluster.nodes()[new].name()]);
+        // Reads go round robin to the two replicas, the old leader included.
+        let mut read_ports = std::collections::BTreeSet::new();
+        for _ in 0..4 {
+            let reader = connect(&cluster.read_url()).await?;
+            let (port, standby) = server_of(&reader).await?;
+            assert!(standby);
+            read_ports.insert(port);
+        }
+        let replicas: std::collections::BTreeSet<i32> = cluster
+            .nodes()
+            .iter()
+            .filter(|node| node.index() != new)
+            .map(|node| i32::from(node.port()))
+            .collect();
+        assert_eq!(read_ports, replicas);
+        Ok(())
+    })
+    .await
+}
+
 #[tokio::test]
 async fn patroni_builder_rejects_impossible_options() {
     for (builder, expected) in [
