@@ -59,7 +59,7 @@ pub(crate) async fn create_probe_table(url: &str) -> io::Result<()> {
          (at timestamptz NOT NULL DEFAULT clock_timestamp(), \
           port int NOT NULL DEFAULT inet_server_port())"
     );
-    execute_bounded(url, &sql).await.map_err(|why| {
+    side_query(url, &sql).await.map(drop).map_err(|why| {
         io::Error::other(format!(
             "could not create the write probe table through {url}: {why}"
         ))
@@ -70,15 +70,18 @@ pub(crate) async fn create_probe_table(url: &str) -> io::Result<()> {
 /// [`WRITE_PROBE_TABLE`] and waits for its COMMIT, all within a few seconds.
 /// `Err` says why the server did not take the write.
 pub async fn try_write(url: &str) -> Result<(), String> {
-    execute_bounded(
+    side_query(
         url,
         &format!("INSERT INTO {WRITE_PROBE_TABLE} DEFAULT VALUES"),
     )
     .await
+    .map(drop)
 }
 
-/// Connects to `url` and runs `sql`, all within a few seconds.
-async fn execute_bounded(url: &str, sql: &str) -> Result<(), String> {
+/// Connects to `url` on a connection of its own and runs `sql` (one or more
+/// statements, in one implicit transaction), all within a few seconds.
+/// Returns the first column of every row, as text.
+pub(crate) async fn side_query(url: &str, sql: &str) -> Result<Vec<String>, String> {
     let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|e| format!("bad connection URL {url}: {e}"))?;
@@ -91,13 +94,19 @@ async fn execute_bounded(url: &str, sql: &str) -> Result<(), String> {
             .await
             .map_err(|e| format!("could not connect: {e}"))?;
         let connection = tokio::spawn(connection);
-        let written = client
-            .batch_execute(sql)
+        let result = client
+            .simple_query(sql)
             .await
             .map_err(|e| format!("{sql:?} failed: {}", db_message(&e)));
         drop(client);
         connection.abort();
-        written
+        let rows = result?.into_iter().filter_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) => {
+                Some(row.get(0).unwrap_or_default().to_owned())
+            }
+            _ => None,
+        });
+        Ok(rows.collect())
     };
     tokio::time::timeout(CONNECT_TIMEOUT + WRITE_TIMEOUT, attempt)
         .await

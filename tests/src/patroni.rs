@@ -504,9 +504,9 @@ impl PatroniCluster {
     }
 
     /// Waits until the cluster is whole again: every node whose Patroni runs
-    /// is a member in good state, one of them leads, the others stream (one
-    /// as synchronous standby in synchronous mode), and HAProxy routes to
-    /// match. Returns the leader.
+    /// is a member in good state, one of them leads, the others stream from
+    /// it (as its `pg_stat_replication` shows; one as synchronous standby in
+    /// synchronous mode), and HAProxy routes to match. Returns the leader.
     pub async fn wait_healthy(&self, timeout: Duration) -> io::Result<usize> {
         let started = Instant::now();
         let mut logs = self.node_logs();
@@ -536,9 +536,43 @@ impl PatroniCluster {
                 Ok(members) => members,
                 Err(e) => return Probe::NotYet(e.to_string()),
             };
-            match patroni_rest::healthy_leader(&members, &running, self.synchronous_mode) {
-                Some(leader) => Probe::Ready(leader),
-                None => Probe::NotYet(patroni_rest::describe(&members)),
+            let Some(leader) =
+                patroni_rest::healthy_leader(&members, &running, self.synchronous_mode)
+            else {
+                return Probe::NotYet(patroni_rest::describe(&members));
+            };
+            // A killed node's member entry outlives it by up to `ttl`: each
+            // node confirms its role itself.
+            for node in &running {
+                let path = if node.index() == leader {
+                    "/primary"
+                } else {
+                    "/replica"
+                };
+                if let Err(why) = patroni_rest::confirms(&self.rest, node, path).await {
+                    return Probe::NotYet(why);
+                }
+            }
+            // A former leader runs as a replica before Patroni notices that
+            // it must be rewound: only the leader's view says it streams.
+            let streaming = match failover::side_query(
+                &self.nodes[leader].url(),
+                "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'",
+            )
+            .await
+            {
+                Ok(names) => names,
+                Err(why) => return Probe::NotYet(format!("on the leader: {why}")),
+            };
+            let lagging: Vec<&str> = running
+                .iter()
+                .filter(|n| n.index() != leader && !streaming.iter().any(|s| s == n.name()))
+                .map(|n| n.name())
+                .collect();
+            if lagging.is_empty() {
+                Probe::Ready(leader)
+            } else {
+                Probe::NotYet(format!("{lagging:?} not streaming from the leader yet"))
             }
         })
         .await?;

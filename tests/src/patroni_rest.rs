@@ -81,10 +81,13 @@ pub(crate) async fn members(
     ))
 }
 
-/// The node index of the running leader among `members`.
+/// The node index of the running leader among `members`. A node we killed
+/// is no leader, although its lock lives on in etcd until it expires.
 pub(crate) fn leader_of(members: &[PatroniMember], nodes: &[PatroniNode]) -> Option<usize> {
     let leader = members.iter().find(|m| is_leader(m) && is_up(m))?;
-    nodes.iter().position(|node| node.name() == leader.name)
+    nodes
+        .iter()
+        .position(|node| node.name() == leader.name && node.is_running())
 }
 
 /// The leader's index if exactly the `running` nodes are members, one leads
@@ -133,6 +136,21 @@ pub(crate) fn describe(members: &[PatroniMember]) -> String {
         .join(", ")
 }
 
+/// Whether `node`'s own REST API answers `GET path` (`/primary`,
+/// `/replica`, …) with 200; `Err` says what it answered instead.
+pub(crate) async fn confirms(
+    client: &reqwest::Client,
+    node: &PatroniNode,
+    path: &str,
+) -> Result<(), String> {
+    let url = format!("{}{path}", node.rest_url());
+    match rest::get(client, &url).await {
+        Ok((200, _)) => Ok(()),
+        Ok((status, _)) => Err(format!("GET {url}: {status}")),
+        Err(e) => Err(e),
+    }
+}
+
 /// Waits until `node`'s REST API answers `GET /primary` with 200: it holds
 /// the leader lock and its PostgreSQL runs as primary.
 pub(crate) async fn wait_primary(
@@ -149,10 +167,9 @@ pub(crate) async fn wait_primary(
         if daemon::log_shows_port_clash(node.log_path()) {
             return Probe::Failed(format!("a port of {} is already in use", node.name()));
         }
-        match rest::get(client, &url).await {
-            Ok((200, _)) => Probe::Ready(()),
-            Ok((status, _)) => Probe::NotYet(format!("GET {url}: {status}")),
-            Err(e) => Probe::NotYet(e),
+        match confirms(client, node, "/primary").await {
+            Ok(()) => Probe::Ready(()),
+            Err(why) => Probe::NotYet(why),
         }
     })
     .await

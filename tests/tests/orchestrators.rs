@@ -189,6 +189,17 @@ async fn patroni_killed_leader_is_replaced_and_rejoins() -> TestResult {
         );
         let old = connect(&cluster.nodes()[0].url()).await?;
         assert!(server_of(&old).await?.1, "node 0 is a standby now");
+        // It streams from the new timeline: a write on node 1 reaches it.
+        writer
+            .batch_execute("INSERT INTO orchestrator_notes (note) VALUES ('after the rejoin')")
+            .await?;
+        timeout(Duration::from_secs(30), async {
+            while notes(&old).await.map(|n| n.len()).unwrap_or(0) < 2 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await?;
+        assert_eq!(notes(&old).await?, ["before the kill", "after the rejoin"]);
         Ok(())
     })
     .await
