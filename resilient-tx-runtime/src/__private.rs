@@ -4,6 +4,7 @@
 pub use crate::call::Call;
 pub use crate::idempotency::Begin;
 pub use crate::policy::{CallOptions, Isolation};
+pub use crate::shared::DbRef;
 pub use core::time::Duration;
 
 /// A by-value parameter of a `#[retriable_tx]` function is cloned for every attempt.

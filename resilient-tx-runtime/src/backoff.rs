@@ -6,16 +6,17 @@ use std::time::Duration;
 /// at once to a server that just went away mostly finds it still gone.
 pub(crate) const CONNECTION_BACKOFF_FLOOR: Duration = Duration::from_millis(100);
 
-/// The delay before retry number `retry` (1 for the first retry): a uniformly random
-/// duration in `[0, min(max, base * 2^(retry-1))]` ("full jitter"), which spreads
-/// competing clients apart better than any fixed schedule.
-pub(crate) fn full_jitter(retry: u32, base: Duration, max: Duration) -> Duration {
-    let ceiling = exponential_ceiling(retry, base, max);
-    if ceiling.is_zero() {
-        return ceiling;
-    }
-    let nanos: u64 = rand::random_range(0..=ceiling.as_nanos() as u64);
-    Duration::from_nanos(nanos)
+/// The delay before retry number `retry` (1 for the first retry): `draw` (uniform in
+/// `[0, 1]`) of the way into `[0, min(max, base * 2^(retry-1))]` ("full jitter"),
+/// which spreads competing clients apart better than any fixed schedule. The draw is a
+/// parameter so that the decision around it stays a pure function.
+pub(crate) fn full_jitter(retry: u32, base: Duration, max: Duration, draw: f64) -> Duration {
+    exponential_ceiling(retry, base, max).mul_f64(draw.clamp(0.0, 1.0))
+}
+
+/// A uniform draw in `[0, 1]` for [`full_jitter`].
+pub(crate) fn draw() -> f64 {
+    rand::random::<f64>()
 }
 
 /// The upper bound of the jittered delay for retry number `retry`.
@@ -43,16 +44,20 @@ mod tests {
     fn jitter_stays_within_the_ceiling_and_varies() {
         let base = Duration::from_millis(100);
         let max = Duration::from_secs(2);
-        let delays: Vec<Duration> = (0..200).map(|_| full_jitter(3, base, max)).collect();
+        let delays: Vec<Duration> = (0..200)
+            .map(|_| full_jitter(3, base, max, draw()))
+            .collect();
         assert!(delays.iter().all(|d| *d <= Duration::from_millis(400)));
         let distinct: std::collections::HashSet<_> = delays.iter().collect();
         assert!(distinct.len() > 100, "full jitter should spread delays");
+        assert_eq!(full_jitter(3, base, max, 1.0), Duration::from_millis(400));
+        assert_eq!(full_jitter(3, base, max, 0.0), Duration::ZERO);
     }
 
     #[test]
     fn zero_base_means_no_wait() {
         assert_eq!(
-            full_jitter(5, Duration::ZERO, Duration::from_secs(1)),
+            full_jitter(5, Duration::ZERO, Duration::from_secs(1), 1.0),
             Duration::ZERO
         );
     }

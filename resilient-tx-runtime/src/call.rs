@@ -1,5 +1,5 @@
-//! One transactional call: the attempt loop's state and decisions. The generated code
-//! of `#[retriable_tx]` and [`Db::transaction`](crate::Db::transaction) drive it as
+//! One transactional call: the attempt loop's state and its side effects. The generated
+//! code of `#[retriable_tx]` and [`Db::transaction`](crate::Db::transaction) drive it as
 //!
 //! ```text
 //! loop {
@@ -8,33 +8,34 @@
 //!     if let Break(done) = call.end(tx, result).await { return done; }  // COMMIT or retry
 //! }
 //! ```
+//!
+//! What follows a failure is decided in [`crate::retry`]; how an ambiguous COMMIT is
+//! settled, in [`crate::outcome`]; keys are claimed and stored by
+//! [`crate::idempotency`]. This module carries the decisions out: metrics, spans,
+//! logs, pool health, the retry budget and the sleeps.
 
 use std::future::Future;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tracing::field::Empty;
 use tracing::instrument::{Instrument, Instrumented};
 use tracing::{Span, debug_span, info_span};
 
-use crate::backoff::{CONNECTION_BACKOFF_FLOOR, full_jitter};
-use crate::classify::{Action, Failure};
-use crate::db::Db;
-use crate::error::{AsTxError, TxError};
-use crate::policy::{CallOptions, Policy};
-use crate::pool::Pooled;
-use crate::tx::Tx;
-use crate::verification::{CommitVerification, Evidence, Verdict};
-use crate::xact_status::NOTE_XID;
-
-/// Lock timeouts (55P03) are retried at most this often: a lock held that long is
-/// rarely released by the next try.
-const LOCK_RETRIES: u32 = 2;
-
-/// Attempts in a row met with silence before the call gives up.
-const SILENT_ATTEMPTS: u32 = 2;
+use crate::backoff::draw;
+use crate::error::{AsTxError, Failure, TxError};
+use crate::idempotency::{self, Begin, Key};
+use crate::metrics::Counters;
+use crate::outcome::{self, CommitVerification, Evidence, Probes, Verdict, XactIdentity};
+use crate::policy::{CallOptions, Isolation, Policy};
+use crate::pool::{Pool, Pooled};
+use crate::retry::{self, CallTraits, GiveUp, Retry, RetryState};
+use crate::shared::DbRef;
+use crate::tx::{Tx, begin_sql};
 
 /// Between the server's statement timeout and the client's timer: the server's cancel
 /// (a clean 57014, the connection kept) should win whenever the server is answering.
@@ -49,12 +50,12 @@ const MARKER_RETENTION: Duration = Duration::from_secs(3600);
 /// The state of one call across its attempts.
 #[doc(hidden)]
 pub struct Call<'db> {
-    db: &'db Db,
+    db: DbRef<'db>,
     name: &'static str,
     policy: Policy,
     begin_sql: Arc<str>,
     deadline: Instant,
-    attempt: u32,
+    retry: RetryState,
     span: Span,
     attempt_span: Span,
     key: Option<String>,
@@ -62,21 +63,20 @@ pub struct Call<'db> {
     verification: CommitVerification,
     /// The current attempt runs on the replica.
     on_replica: bool,
-    /// Attempts in a row that met silence (a connect or a round trip that never
-    /// answered).
-    silent_attempts: u32,
 }
 
 impl<'db> Call<'db> {
     /// Starts a call with the options of a `#[retriable_tx]` attribute.
-    pub fn new(db: &'db Db, options: &'static CallOptions) -> Self {
-        Call::with_policy(db, options.over(db.policy()), options.name)
+    pub fn new(db: impl Into<DbRef<'db>>, options: &'static CallOptions) -> Self {
+        let db = db.into();
+        Call::with_policy(db, options.over(&db.shared.policy), options.name)
     }
 
     /// Starts a call with an explicit policy.
-    pub fn with_policy(db: &'db Db, policy: Policy, name: &'static str) -> Self {
-        db.counters().call();
-        db.budget().deposit();
+    pub fn with_policy(db: impl Into<DbRef<'db>>, policy: Policy, name: &'static str) -> Self {
+        let db = db.into();
+        db.shared.counters.call();
+        db.shared.budget.deposit();
         let span = info_span!(
             "retriable_tx",
             function = name,
@@ -86,35 +86,40 @@ impl<'db> Call<'db> {
         Call {
             db,
             name,
-            begin_sql: begin_sql(&policy).into(),
+            begin_sql: begin_sql(&policy, false).into(),
             deadline: Instant::now() + policy.deadline,
             policy,
-            attempt: 0,
+            retry: RetryState::default(),
             attempt_span: Span::none(),
             span,
             key: None,
             verification: CommitVerification::Off,
             on_replica: false,
-            silent_attempts: 0,
         }
+    }
+
+    /// Makes this a keyed call: it takes effect once per `key` within this function.
+    pub fn with_idempotency_key(mut self, key: impl std::fmt::Display) -> Self {
+        self.key = Some(key.to_string());
+        self
     }
 
     /// Starts the next attempt: a usable connection and a transaction whose BEGIN will
     /// travel with the first statement. Failures to get a connection are retried here.
     pub async fn begin(&mut self) -> Result<Tx<'db>, TxError> {
-        if self.attempt == 0 {
+        if self.retry.attempt == 0 {
             self.verification = self.wants_verification().await;
             if self.verification == CommitVerification::TransactionId {
-                self.begin_sql = format!("{}; {NOTE_XID}", self.begin_sql).into();
+                self.begin_sql = begin_sql(&self.policy, true).into();
             }
         }
         loop {
-            self.attempt += 1;
-            self.db.counters().attempt();
+            self.retry.attempt += 1;
+            self.counters().attempt();
             self.attempt_span = debug_span!(
                 parent: &self.span,
                 "attempt",
-                attempt = self.attempt,
+                attempt = self.retry.attempt,
                 outcome = Empty,
                 error_class = Empty,
                 sqlstate = Empty,
@@ -123,7 +128,7 @@ impl<'db> Call<'db> {
             let now = Instant::now();
             let timer = self.attempt_timer(now);
             let attempt_deadline = now + timer;
-            let bound = timer.min(self.db.pool_timeout());
+            let bound = timer.min(self.db.shared.pool.pool_timeout);
             let span = self.attempt_span.clone();
             let acquired = self.acquire(bound).instrument(span).await;
             match acquired {
@@ -147,24 +152,31 @@ impl<'db> Call<'db> {
         }
     }
 
-    /// A connection for this attempt: from the replica for read-only work when one is
-    /// configured and reachable, otherwise from the primary.
-    async fn acquire(&mut self, bound: Duration) -> Result<Pooled<'db>, TxError> {
-        self.on_replica = false;
-        if let (true, Some(replica)) = (self.policy.read_only, self.db.replica()) {
-            match replica.acquire(bound).await {
-                Ok(conn) => {
-                    self.on_replica = true;
-                    return Ok(conn);
+    /// Starts an attempt of a keyed call: claims the key, or returns the result a
+    /// committed call with the same key stored.
+    pub async fn begin_keyed<T: DeserializeOwned>(&mut self) -> Result<Begin<'db, T>, TxError> {
+        let tables = &self.db.shared.tables;
+        tables
+            .ensure_keys(&self.db.shared.pool, self.db.shared.pool.pool_timeout)
+            .await?;
+        loop {
+            let mut tx = self.begin().await?;
+            match idempotency::claim::<T>(&mut tx, &tables.keys, self.key_ref()).await {
+                Ok(None) => return Ok(Begin::Run(tx)),
+                Ok(Some(stored)) => {
+                    tx.rollback();
+                    self.returned_stored();
+                    return Ok(Begin::Stored(stored));
                 }
-                Err(error) if error.failure() == Failure::Unreachable => {
-                    tracing::info!(parent: &self.attempt_span, error = %error,
-                        "read replica unreachable: reading from the primary");
+                Err(error) => {
+                    if let ControlFlow::Break(Err(error)) =
+                        self.end::<(), TxError>(tx, Err(error)).await
+                    {
+                        return Err(error);
+                    }
                 }
-                Err(error) => return Err(error),
             }
         }
-        self.db.pool().acquire(bound).await
     }
 
     /// Runs the body of an attempt inside the attempt's span.
@@ -182,58 +194,104 @@ impl<'db> Call<'db> {
     where
         E: From<TxError> + AsTxError,
     {
-        match result {
-            Ok(value) => {
-                let marker = self.verification.marker();
-                let insert = self.db.marker_table().insert.as_str();
-                let committed = tx
-                    .commit(marker.as_deref().map(|m| (insert, m)))
-                    .instrument(self.attempt_span.clone())
-                    .await;
-                let evidence = match marker {
-                    Some(marker) => Some(Evidence::Marker(marker)),
-                    None => tx.xact_identity().map(Evidence::Xact),
-                };
-                // The connection goes back to the pool before any backoff.
-                drop(tx);
-                match committed {
-                    Ok(()) => {
-                        self.committed();
-                        ControlFlow::Break(Ok(value))
-                    }
-                    Err(error) => {
-                        let error = match (error.failure(), &evidence) {
-                            (Failure::CommitUnknown, Some(evidence)) => {
-                                match self.settle_ambiguous(error, evidence).await {
-                                    Ok(()) => return ControlFlow::Break(Ok(value)),
-                                    Err(error) => error,
-                                }
-                            }
-                            _ => error,
-                        };
-                        if self.retry_after(&error).await {
-                            return ControlFlow::Continue(());
-                        }
-                        self.gave_up(&error);
-                        ControlFlow::Break(Err(E::from(error)))
-                    }
-                }
-            }
+        let value = match result {
+            Ok(value) => value,
             Err(user_error) => {
                 tx.rollback();
                 drop(tx);
                 let Some(error) = user_error.as_tx_error().cloned() else {
                     self.span.record("outcome", "application_error");
-                    self.span.record("attempts", self.attempt);
+                    self.span.record("attempts", self.retry.attempt);
                     return ControlFlow::Break(Err(user_error));
                 };
                 if self.retry_after(&error).await {
                     return ControlFlow::Continue(());
                 }
                 self.gave_up(&error);
-                ControlFlow::Break(Err(user_error))
+                return ControlFlow::Break(Err(user_error));
+            }
+        };
+        let marker = self.verification.marker();
+        let insert = self.db.shared.tables.markers.insert.as_str();
+        let committed = tx
+            .commit(marker.as_deref().map(|m| (insert, m)))
+            .instrument(self.attempt_span.clone())
+            .await;
+        let evidence = match marker {
+            Some(marker) => Some(Evidence::Marker(marker)),
+            None => tx
+                .noted_xact()
+                .map(|(xid, backend)| Evidence::Xact(XactIdentity::new(xid, backend))),
+        };
+        // The connection goes back to the pool before any backoff.
+        drop(tx);
+        let error = match committed {
+            Ok(()) => {
+                self.committed();
+                return ControlFlow::Break(Ok(value));
+            }
+            Err(error) => error,
+        };
+        let error = match (error.failure(), &evidence) {
+            (Failure::CommitUnknown, Some(evidence)) => {
+                match self.settle_ambiguous(error, evidence).await {
+                    Ok(()) => return ControlFlow::Break(Ok(value)),
+                    Err(error) => error,
+                }
+            }
+            _ => error,
+        };
+        if self.retry_after(&error).await {
+            return ControlFlow::Continue(());
+        }
+        self.gave_up(&error);
+        ControlFlow::Break(Err(E::from(error)))
+    }
+
+    /// Ends an attempt of a keyed call: stores the result with the key, then commits.
+    pub async fn end_keyed<T, E>(
+        &mut self,
+        mut tx: Tx<'db>,
+        result: Result<T, E>,
+    ) -> ControlFlow<Result<T, E>>
+    where
+        T: Serialize,
+        E: From<TxError> + AsTxError,
+    {
+        let result = match result {
+            Ok(value) => {
+                let table = &self.db.shared.tables.keys;
+                match idempotency::store(&mut tx, table, self.key_ref(), &value).await {
+                    Ok(()) => Ok(value),
+                    Err(error) => Err(E::from(error)),
+                }
+            }
+            Err(error) => Err(error),
+        };
+        self.end(tx, result).await
+    }
+
+    /// A connection for this attempt: from the replica for read-only work when one is
+    /// configured and reachable, otherwise from the primary.
+    async fn acquire(&mut self, bound: Duration) -> Result<Pooled<'db>, TxError> {
+        self.on_replica = false;
+        // A standby cannot run SERIALIZABLE: such reads go to the primary.
+        let replica_can =
+            self.policy.read_only && self.policy.isolation != Some(Isolation::Serializable);
+        if let (true, Some(replica)) = (replica_can, self.db.replica()) {
+            match replica.acquire(bound).await {
+                Ok(conn) => {
+                    self.on_replica = true;
+                    return Ok(conn);
+                }
+                Err(error) if error.failure() == Failure::Unreachable => {
+                    tracing::info!(parent: &self.attempt_span, error = %error,
+                        "read replica unreachable: reading from the primary");
+                }
+                Err(error) => return Err(error),
             }
         }
+        self.db.shared.pool.acquire(bound).await
     }
 
     /// Verifies an ambiguous COMMIT: `Ok` when it committed; otherwise the error to go
@@ -243,13 +301,14 @@ impl<'db> Call<'db> {
         error: TxError,
         evidence: &Evidence,
     ) -> Result<(), TxError> {
-        let counters = self.db.counters();
-        let verdict = self
-            .verify_commit(evidence)
+        let shared = self.db.shared;
+        let probes = Probes::new(&shared.pool, self.deadline, self.name);
+        let verdict = outcome::verify(probes, evidence, &shared.tables.markers)
             .instrument(self.attempt_span.clone())
             .await;
         tracing::info!(parent: &self.attempt_span, function = self.name, verdict = ?verdict,
             "verified an ambiguous COMMIT");
+        let counters = self.counters();
         match verdict {
             Verdict::Committed => {
                 counters.ambiguous_commit();
@@ -266,8 +325,7 @@ impl<'db> Call<'db> {
                 ))
             }
             Verdict::Unknown(why) => {
-                let table = self.db.marker_table();
-                let unsettled = evidence.unsettled(why, table.name());
+                let unsettled = evidence.unsettled(why, shared.tables.markers.name());
                 tracing::warn!(parent: &self.attempt_span, function = self.name,
                     "COMMIT outcome unknown: {unsettled}");
                 Err(TxError::new(
@@ -276,10 +334,6 @@ impl<'db> Call<'db> {
                 ))
             }
         }
-    }
-
-    pub(crate) fn deadline(&self) -> Instant {
-        self.deadline
     }
 
     /// How long this attempt may take: the policy's timeout plus a margin for the
@@ -292,129 +346,124 @@ impl<'db> Call<'db> {
         }
     }
 
-    /// Decides whether a failed attempt is retried; if so, waits out the backoff.
+    /// After a failed attempt: records it, asks [`retry::decide`], and carries the
+    /// answer out; `true` once the backoff is slept and the next attempt may start.
     async fn retry_after(&mut self, error: &TxError) -> bool {
         let failure = error.failure();
-        error.set_attempts(self.attempt);
+        let attempt = self.retry.attempt;
+        error.set_attempts(attempt);
         self.attempt_span.record("outcome", "failed");
         self.attempt_span.record("error_class", failure.as_str());
         if let Some(code) = error.sqlstate() {
             self.attempt_span.record("sqlstate", code.code());
         }
-        let counters = self.db.counters();
-        if matches!(
-            failure,
-            Failure::ConnectionLost | Failure::ReadOnly | Failure::CommitUnknown
-        ) {
-            // Whatever killed this connection (a restart, a failover, a demotion) may
-            // have killed its pooled siblings: check them once before their next use.
-            let pool = match (self.on_replica, self.db.replica()) {
-                (true, Some(replica)) => replica,
-                _ => self.db.pool(),
-            };
-            pool.health.mark_suspect();
-            if failure == Failure::ReadOnly && !self.on_replica {
-                self.db.pool().health.read_only_met();
-            }
-        }
-        let action = failure.action();
+        self.note_trouble(failure);
+        let counters = self.counters();
         if failure == Failure::CommitUnknown {
             // Verified ones were counted where they were settled.
             counters.ambiguous_commit();
         }
-        let retriable = match action {
-            Action::Retry | Action::Reconnect => true,
-            // A keyed retry finds the stored result if the COMMIT did land.
-            // Read-only work changes nothing, so running it again is always safe.
-            Action::Resolve => {
-                self.policy.idempotent || self.key.is_some() || self.policy.read_only
-            }
-            Action::Return => false,
+        let traits = CallTraits {
+            keyed: self.key.is_some(),
         };
-        if !retriable {
-            if action == Action::Resolve {
-                counters.ambiguous_unresolved();
-                tracing::error!(parent: &self.attempt_span, function = self.name, error = %error,
-                    "COMMIT outcome unknown and the function is not idempotent: not re-running it");
+        let now = Instant::now();
+        let decision = retry::decide(
+            &self.retry,
+            &self.policy,
+            traits,
+            failure,
+            now,
+            self.deadline,
+            draw(),
+        );
+        let delay = match decision {
+            Retry::After { delay, reconnect } => {
+                if reconnect && !self.db.shared.budget.try_withdraw() {
+                    counters.budget_refusal();
+                    tracing::warn!(parent: &self.attempt_span, function = self.name, error = %error,
+                        "retry budget spent: failing fast instead of adding load");
+                    return false;
+                }
+                delay
             }
-            return false;
-        }
-        if self.attempt > self.policy.retries
-            || (failure == Failure::LockUnavailable && self.attempt > LOCK_RETRIES)
-        {
-            return false;
-        }
-        if matches!(failure, Failure::ClientTimeout | Failure::ConnectTimeout) {
-            self.silent_attempts += 1;
-        } else {
-            self.silent_attempts = 0;
-        }
-        if self.silent_attempts >= SILENT_ATTEMPTS {
-            // A dead connection is replaced by the first retry; when the fresh one is
-            // met with silence too, the network is partitioned, and more waiting only
-            // keeps the caller from its error.
-            tracing::warn!(parent: &self.attempt_span, function = self.name, error = %error,
-                "the database stays silent: giving up instead of waiting out the deadline");
-            return false;
-        }
-        if action == Action::Reconnect && !self.db.budget().try_withdraw() {
-            counters.budget_refusal();
-            tracing::warn!(parent: &self.attempt_span, function = self.name, error = %error,
-                "retry budget spent: failing fast instead of adding load");
-            return false;
-        }
-        let delay = match failure {
-            Failure::StalePlan => Duration::ZERO,
-            _ if action == Action::Reconnect => full_jitter(
-                self.attempt,
-                self.policy.backoff_base.max(CONNECTION_BACKOFF_FLOOR),
-                self.policy.backoff_max,
-            ),
-            _ => full_jitter(
-                self.attempt,
-                self.policy.backoff_base,
-                self.policy.backoff_max,
-            ),
+            Retry::GiveUp(why) => {
+                match why {
+                    GiveUp::Ambiguous => {
+                        counters.ambiguous_unresolved();
+                        tracing::error!(parent: &self.attempt_span, function = self.name, error = %error,
+                            "COMMIT outcome unknown and the function is not idempotent: not re-running it");
+                    }
+                    GiveUp::NotRetriable | GiveUp::RetriesSpent | GiveUp::Deadline => {}
+                }
+                return false;
+            }
         };
-        if Instant::now() + delay >= self.deadline {
-            return false;
-        }
         counters.retry(failure);
-        if action == Action::Resolve {
+        if failure == Failure::CommitUnknown {
             if self.key.is_some() {
                 counters.ambiguous_checked_by_key();
             } else {
                 counters.ambiguous_rerun();
             }
         }
-        self.attempt_span
-            .record("backoff_ms", delay.as_millis() as u64);
+        let backoff_ms = delay.as_millis() as u64;
+        self.attempt_span.record("backoff_ms", backoff_ms);
         let sqlstate = error.sqlstate().map(|s| s.code()).unwrap_or("");
         // The message alone: Display would add "gave up after N attempts".
         let cause = error.message();
         if failure == Failure::Conflict || failure == Failure::ConnectionLost {
             tracing::warn!(parent: &self.attempt_span, function = self.name, class = failure.as_str(),
-                sqlstate, backoff_ms = delay.as_millis() as u64, attempt = self.attempt, cause, "retrying transaction");
+                sqlstate, backoff_ms, attempt, cause, "retrying transaction");
         } else {
             tracing::info!(parent: &self.attempt_span, function = self.name, class = failure.as_str(),
-                sqlstate, backoff_ms = delay.as_millis() as u64, attempt = self.attempt, cause, "retrying transaction");
+                sqlstate, backoff_ms, attempt, cause, "retrying transaction");
         }
         tokio::time::sleep(delay).await;
         true
+    }
+
+    /// Whatever killed a connection (a restart, a failover, a demotion) may have
+    /// killed its pooled siblings: they are checked once before their next use. A
+    /// write that met a read-only server makes the primary's pool pass over read-only
+    /// hosts from then on.
+    fn note_trouble(&self, failure: Failure) {
+        if !matches!(
+            failure,
+            Failure::ConnectionLost | Failure::ReadOnly | Failure::CommitUnknown
+        ) {
+            return;
+        }
+        self.attempt_pool().health.mark_suspect();
+        if failure == Failure::ReadOnly && !self.on_replica {
+            self.db.shared.pool.health.read_only_met();
+        }
+    }
+
+    /// The pool the current attempt's connection came from.
+    fn attempt_pool(&self) -> &'db Pool {
+        match (self.on_replica, self.db.replica()) {
+            (true, Some(replica)) => replica,
+            _ => &self.db.shared.pool,
+        }
     }
 
     /// How this call verifies an ambiguous COMMIT: not at all when a key or
     /// `idempotent` already settles it, nor for read-only work, nor by marker when the
     /// marker table cannot be created (then an ambiguous COMMIT is `CommitUnknown`).
     async fn wants_verification(&self) -> CommitVerification {
-        let verification = self.db.commit_verification();
+        let shared = self.db.shared;
+        let verification = shared.commit_verification;
         if self.key.is_some() || self.policy.idempotent || self.policy.read_only {
             return CommitVerification::Off;
         }
         if verification != CommitVerification::MarkerRow {
             return verification;
         }
-        match self.db.migrate().await {
+        match shared
+            .tables
+            .ensure_markers(&shared.pool, shared.pool.pool_timeout)
+            .await
+        {
             Ok(()) => verification,
             Err(error) => {
                 // Not cached: a database that is down now may let the next call create
@@ -426,54 +475,51 @@ impl<'db> Call<'db> {
         }
     }
 
-    pub(crate) fn db(&self) -> &'db Db {
-        self.db
+    fn counters(&self) -> &'db Counters {
+        &self.db.shared.counters
     }
 
-    pub(crate) fn name(&self) -> &'static str {
-        self.name
-    }
-
-    pub(crate) fn key(&self) -> Option<&str> {
-        self.key.as_deref()
-    }
-
-    pub(crate) fn set_key(&mut self, key: String) {
-        self.key = Some(key);
+    fn key_ref(&self) -> Key<'_> {
+        Key {
+            scope: self.name,
+            key: self.key.as_deref().unwrap_or_default(),
+        }
     }
 
     /// A keyed call found its result stored by an earlier call.
-    pub(crate) fn returned_stored(&self) {
-        self.db.counters().stored_result_returned();
+    fn returned_stored(&self) {
+        self.counters().stored_result_returned();
         self.attempt_span.record("outcome", "stored_result");
         self.span.record("outcome", "stored_result");
-        self.span.record("attempts", self.attempt);
+        self.span.record("attempts", self.retry.attempt);
     }
 
     fn committed(&self) {
-        let commits = self.db.counters().commit();
+        let commits = self.counters().commit();
         if self.verification == CommitVerification::MarkerRow && commits % MARKER_PURGE_EVERY == 0 {
             // Markers matter only until their call returns; keep the table small
             // without a background task of its own.
-            let db = self.db.clone();
+            let shared = self.db.shared.clone();
             tokio::spawn(async move {
-                if let Err(error) = db.purge_commit_markers(MARKER_RETENTION).await {
+                let sql = shared.tables.markers.purge(MARKER_RETENTION);
+                let bound = shared.pool.pool_timeout;
+                if let Err(error) = crate::tables::purge(&shared.pool, &sql, bound).await {
                     tracing::warn!(error = %error, "purging old commit markers failed");
                 }
             });
         }
         self.attempt_span.record("outcome", "committed");
         self.span.record("outcome", "committed");
-        self.span.record("attempts", self.attempt);
+        self.span.record("attempts", self.retry.attempt);
     }
 
     fn gave_up(&self, error: &TxError) {
-        error.set_attempts(self.attempt);
-        if self.attempt > 1 {
-            self.db.counters().give_up();
+        error.set_attempts(self.retry.attempt);
+        if self.retry.attempt > 1 {
+            self.counters().give_up();
         }
         self.span.record("outcome", error.kind().as_str());
-        self.span.record("attempts", self.attempt);
+        self.span.record("attempts", self.retry.attempt);
     }
 }
 
@@ -481,47 +527,8 @@ impl std::fmt::Debug for Call<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Call")
             .field("name", &self.name)
-            .field("attempt", &self.attempt)
+            .field("attempt", &self.retry.attempt)
             .field("policy", &self.policy)
             .finish_non_exhaustive()
-    }
-}
-
-/// The BEGIN sent with the first statement: isolation, access mode, and the statement
-/// timeout, in one simple query so none of it costs a round trip of its own.
-fn begin_sql(policy: &Policy) -> String {
-    let mut sql = String::from("BEGIN");
-    if let Some(isolation) = policy.isolation {
-        sql.push_str(" ISOLATION LEVEL ");
-        sql.push_str(isolation.as_sql());
-    }
-    if policy.read_only {
-        sql.push_str(" READ ONLY");
-    }
-    if let Some(timeout) = policy.timeout {
-        sql.push_str(&format!(
-            "; SET LOCAL statement_timeout = {}",
-            timeout.as_millis().max(1)
-        ));
-    }
-    sql
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::policy::Isolation;
-
-    #[test]
-    fn begin_carries_isolation_access_mode_and_timeout() {
-        assert_eq!(begin_sql(&Policy::default()), "BEGIN");
-        let policy = Policy::default()
-            .isolation(Isolation::Serializable)
-            .read_only()
-            .timeout(Duration::from_millis(1500));
-        assert_eq!(
-            begin_sql(&policy),
-            "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY; SET LOCAL statement_timeout = 1500"
-        );
     }
 }

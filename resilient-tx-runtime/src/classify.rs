@@ -9,122 +9,7 @@ use std::time::Duration;
 
 use tokio_postgres::error::{DbError, SqlState};
 
-use crate::error::{ErrorKind, TxError};
-
-/// What went wrong in one attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Failure {
-    /// 40001 / 40P01: the server rolled the transaction back; run it again.
-    Conflict,
-    /// 55P03 / 55006: a lock or object was not available; run it again, a few times.
-    LockUnavailable,
-    /// The connection died before COMMIT was sent: the server aborted the transaction.
-    ConnectionLost,
-    /// A connection could not be made (refused, 57P03, 53300, a failed session check).
-    Unreachable,
-    /// A connect did not finish in time: the network or the server is silent.
-    ConnectTimeout,
-    /// 25006: the connection reached a read-only server (a demoted primary or standby).
-    ReadOnly,
-    /// No pooled connection became free in time while the database answers.
-    PoolExhausted,
-    /// 57014: a statement ran past `statement_timeout` and was cancelled.
-    StatementTimeout,
-    /// The client-side timer fired: the connection stopped answering.
-    ClientTimeout,
-    /// A cached prepared statement no longer matches the schema; drop the cache and retry.
-    StalePlan,
-    /// The connection was lost while COMMIT was in flight: the outcome is unknown.
-    CommitUnknown,
-    /// 25P02: the body swallowed an earlier error and went on.
-    Aborted,
-    /// Any other server error, or a client-side error such as an unexpected row count.
-    Database,
-    /// Invalid configuration.
-    Config,
-}
-
-/// What the executor does about a failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Action {
-    /// Back off and run the attempt again on the same kind of connection.
-    Retry,
-    /// Discard the connection, back off and run the attempt again on a fresh one.
-    Reconnect,
-    /// The COMMIT outcome is unknown: resolve it, never re-run blindly.
-    Resolve,
-    /// Return the error to the caller at once.
-    Return,
-}
-
-impl Failure {
-    /// The kind the caller sees when this failure ends the call.
-    pub(crate) fn kind(self) -> ErrorKind {
-        match self {
-            Failure::Conflict | Failure::LockUnavailable | Failure::StalePlan => {
-                ErrorKind::Conflict
-            }
-            Failure::ConnectionLost
-            | Failure::Unreachable
-            | Failure::ConnectTimeout
-            | Failure::ReadOnly => ErrorKind::Unavailable,
-            Failure::PoolExhausted => ErrorKind::PoolExhausted,
-            Failure::StatementTimeout | Failure::ClientTimeout => ErrorKind::Timeout,
-            Failure::CommitUnknown => ErrorKind::CommitUnknown,
-            Failure::Aborted | Failure::Database => ErrorKind::Database,
-            Failure::Config => ErrorKind::Config,
-        }
-    }
-
-    /// What to do about it.
-    pub(crate) fn action(self) -> Action {
-        match self {
-            Failure::Conflict | Failure::LockUnavailable | Failure::StalePlan => Action::Retry,
-            Failure::ConnectionLost
-            | Failure::Unreachable
-            | Failure::ConnectTimeout
-            | Failure::ReadOnly
-            | Failure::ClientTimeout => Action::Reconnect,
-            Failure::CommitUnknown => Action::Resolve,
-            Failure::PoolExhausted
-            | Failure::StatementTimeout
-            | Failure::Aborted
-            | Failure::Database
-            | Failure::Config => Action::Return,
-        }
-    }
-
-    /// Whether the connection the failure happened on must not go back to the pool.
-    pub(crate) fn discards_connection(self) -> bool {
-        matches!(
-            self,
-            Failure::ConnectionLost
-                | Failure::ReadOnly
-                | Failure::ClientTimeout
-                | Failure::CommitUnknown
-        )
-    }
-
-    /// A stable name for spans and metrics.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Failure::Conflict => "conflict",
-            Failure::LockUnavailable => "lock_unavailable",
-            Failure::ConnectionLost => "connection_lost",
-            Failure::Unreachable => "unreachable",
-            Failure::ConnectTimeout => "connect_timeout",
-            Failure::ReadOnly => "read_only",
-            Failure::PoolExhausted => "pool_exhausted",
-            Failure::StatementTimeout => "statement_timeout",
-            Failure::ClientTimeout => "client_timeout",
-            Failure::StalePlan => "stale_plan",
-            Failure::CommitUnknown => "commit_unknown",
-            Failure::Aborted => "aborted",
-            Failure::Database => "database",
-            Failure::Config => "config",
-        }
-    }
-}
+use crate::error::{Failure, TxError};
 
 /// Where in an attempt an error happened: the same error means different things.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,15 +24,16 @@ pub(crate) enum Phase {
 
 /// Classifies a server-reported error.
 pub(crate) fn classify_db_error(db: &DbError, phase: Phase) -> Failure {
-    classify_server(db.code(), db.severity(), db.message(), phase)
+    classify_server(db.code(), db.severity(), db.routine(), phase)
 }
 
-/// Classifies a server-reported error by its SQLSTATE, severity and message; pure, so
-/// every row of the table has a unit test.
+/// Classifies a server-reported error by its SQLSTATE, severity and the server
+/// function that raised it (never its message: servers speak other languages); pure,
+/// so every row of the table has a unit test.
 pub(crate) fn classify_server(
     code: &SqlState,
     severity: &str,
-    message: &str,
+    routine: Option<&str>,
     phase: Phase,
 ) -> Failure {
     let lost = || {
@@ -191,10 +77,16 @@ pub(crate) fn classify_server(
     if *code == SqlState::IN_FAILED_SQL_TRANSACTION {
         return Failure::Aborted;
     }
-    if *code == SqlState::FEATURE_NOT_SUPPORTED && message.contains("cached plan") {
+    if *code == SqlState::FEATURE_NOT_SUPPORTED && routine == Some("RevalidateCachedQuery") {
+        // "cached plan must not change result type": the schema changed under a
+        // prepared statement.
         return Failure::StalePlan;
     }
-    if *code == SqlState::PROTOCOL_VIOLATION {
+    let fatal = matches!(severity, "FATAL" | "PANIC");
+    if *code == SqlState::PROTOCOL_VIOLATION && !fatal {
+        // A FATAL 08P01 is a pooler losing the server connection ("server conn
+        // crashed?", "pgbouncer cannot connect to server"), handled with the other
+        // 08xxx below; anything else is a client bug the same request repeats.
         return Failure::Database;
     }
     if code.code().starts_with("08") {
@@ -204,7 +96,7 @@ pub(crate) fn classify_server(
             lost()
         };
     }
-    if matches!(severity, "FATAL" | "PANIC") {
+    if fatal {
         return if phase == Phase::Connect {
             // A FATAL at connect that is not one of the codes above is an authentication
             // or catalog problem (28xxx, 3D000): retrying cannot fix it.
@@ -220,6 +112,11 @@ pub(crate) fn classify_server(
 pub(crate) fn classify(err: &tokio_postgres::Error, phase: Phase) -> Failure {
     if let Some(db) = err.as_db_error() {
         return classify_db_error(db, phase);
+    }
+    if is_config_error(err) {
+        // "password missing" and the like: the settings, not the network, are at
+        // fault, and every retry would meet the same.
+        return Failure::Config;
     }
     let connection_level = err.is_closed()
         || source_io_error(err).is_some()
@@ -243,6 +140,13 @@ pub(crate) fn classify_client(connection_level: bool, phase: Phase) -> Failure {
     }
 }
 
+/// tokio-postgres' own configuration errors ("password missing", no host given …),
+/// told by their fixed wording: the error's kind is not public.
+fn is_config_error(err: &tokio_postgres::Error) -> bool {
+    let text = err.to_string();
+    text.starts_with("invalid configuration") || text.starts_with("invalid connection string")
+}
+
 fn source_io_error(err: &tokio_postgres::Error) -> Option<&io::Error> {
     let mut source = std::error::Error::source(err);
     while let Some(s) = source {
@@ -259,6 +163,23 @@ pub(crate) fn to_tx_error(err: tokio_postgres::Error, phase: Phase) -> TxError {
     let failure = classify(&err, phase);
     let sqlstate = err.code().cloned();
     let message = describe(&err, failure, phase);
+    TxError::with_details(failure, message, sqlstate, Some(Box::new(err)))
+}
+
+/// The caller-facing error for a failed connect to `host` (`host:port`), naming it.
+pub(crate) fn connect_error(err: tokio_postgres::Error, host: &str) -> TxError {
+    let failure = classify(&err, Phase::Connect);
+    let sqlstate = err.code().cloned();
+    let cause = cause_of(&err);
+    let message = match failure {
+        Failure::Database => format!("the database at {host} refused the connection: {cause}"),
+        Failure::Config if cause.contains("password missing") => format!(
+            "the database at {host} asks for a password and the database URL gives none \
+             (add it to the URL, e.g. postgres://user:password@host/db)"
+        ),
+        Failure::Config => format!("cannot connect to the database at {host}: {cause}"),
+        _ => format!("could not connect to the database at {host}: {cause}"),
+    };
     TxError::with_details(failure, message, sqlstate, Some(Box::new(err)))
 }
 
@@ -310,6 +231,9 @@ fn describe(err: &tokio_postgres::Error, failure: Failure, phase: Phase) -> Stri
             "the transaction had already failed (an earlier statement error was ignored): {cause}"
         ),
         Failure::StalePlan => format!("a cached statement no longer matches the schema: {cause}"),
+        Failure::StatementsLost => {
+            format!("a prepared statement was not found on the server connection: {cause}")
+        }
         Failure::Database if phase == Phase::Connect => {
             format!("the database refused the connection: {cause}")
         }
@@ -353,13 +277,14 @@ mod tests {
     //! One test per row of the classification table.
 
     use super::*;
+    use crate::error::{Action, ErrorKind};
 
     fn server(code: &str, phase: Phase) -> Failure {
-        classify_server(&SqlState::from_code(code), "ERROR", "", phase)
+        classify_server(&SqlState::from_code(code), "ERROR", None, phase)
     }
 
     fn fatal(code: &str, phase: Phase) -> Failure {
-        classify_server(&SqlState::from_code(code), "FATAL", "", phase)
+        classify_server(&SqlState::from_code(code), "FATAL", None, phase)
     }
 
     #[test]
@@ -486,15 +411,34 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_cached_plan_is_retried() {
+    fn a_stale_cached_plan_is_recognised_by_its_routine_in_any_language() {
         let failure = classify_server(
             &SqlState::FEATURE_NOT_SUPPORTED,
-            "ERROR",
-            "cached plan must not change result type",
+            "FEHLER",
+            Some("RevalidateCachedQuery"),
             Phase::Statement,
         );
         assert_eq!(failure, Failure::StalePlan);
         assert_eq!(failure.action(), Action::Retry);
+        // Another "feature not supported" is the statement's own.
+        let other = classify_server(
+            &SqlState::FEATURE_NOT_SUPPORTED,
+            "ERROR",
+            Some("transformSelectStmt"),
+            Phase::Statement,
+        );
+        assert_eq!(other, Failure::Database);
+    }
+
+    #[test]
+    fn a_pooler_losing_its_server_connection_is_a_lost_connection_by_phase() {
+        // PgBouncer: FATAL 08P01 "server conn crashed?", "pgbouncer cannot connect to
+        // server", query_wait_timeout.
+        assert_eq!(fatal("08P01", Phase::Statement), Failure::ConnectionLost);
+        assert_eq!(fatal("08P01", Phase::Commit), Failure::CommitUnknown);
+        assert_eq!(fatal("08P01", Phase::Connect), Failure::Unreachable);
+        // A non-FATAL protocol violation is the client's own.
+        assert_eq!(server("08P01", Phase::Statement), Failure::Database);
     }
 
     #[test]

@@ -1,14 +1,14 @@
-//! `Db::health`: one bounded probe of the database through the pool.
+//! [`Health`]: one bounded probe of the database through a pool, for
+//! [`Db::health`](crate::Db::health).
 
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tokio_postgres::SimpleQueryMessage;
 
-use crate::classify::{Phase, client_timeout, to_tx_error};
-use crate::db::Db;
+use crate::classify::{Phase, client_timeout};
+use crate::connection::first_row;
 use crate::error::TxError;
-use crate::status::PoolStatus;
+use crate::pool::{Pool, PoolStatus};
 
 /// What a server is in a replication setup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,54 +36,40 @@ pub struct Health {
     pub last_error: Option<String>,
 }
 
-impl Db {
-    /// Probes the database within the configured health timeout (1 s by default):
-    /// healthy or not, latency, the server's role, pool status, last error.
-    pub async fn health(&self) -> Health {
-        let started = Instant::now();
-        let bound = self.health_timeout();
-        let probe = async {
-            let mut conn = self.pool().acquire(bound).await?;
-            match conn.client.simple_query("SELECT pg_is_in_recovery()").await {
-                Ok(messages) => Ok(messages.iter().find_map(|m| match m {
-                    SimpleQueryMessage::Row(row) => match row.get(0) {
-                        Some("t") => Some(ServerRole::Standby),
-                        Some("f") => Some(ServerRole::Primary),
-                        _ => None,
-                    },
-                    _ => None,
-                })),
-                Err(e) => {
-                    conn.broken = true;
-                    Err(to_tx_error(e, Phase::Statement))
-                }
-            }
+/// Probes the database through `pool` within `bound`: a checkout and one round trip.
+pub(crate) async fn probe(pool: &Pool, bound: Duration) -> Health {
+    let started = Instant::now();
+    let probe = async {
+        let mut session = pool.session(bound).await?;
+        let messages = session
+            .simple_query("SELECT pg_is_in_recovery()", bound)
+            .await?;
+        Ok(first_row(&messages).and_then(|row| match row.get(0) {
+            Some("t") => Some(ServerRole::Standby),
+            Some("f") => Some(ServerRole::Primary),
+            _ => None,
+        }))
+    };
+    let outcome: Result<Option<ServerRole>, TxError> =
+        match tokio::time::timeout(bound, probe).await {
+            Ok(result) => result,
+            Err(_) => Err(client_timeout(Phase::Statement, bound)),
         };
-        let outcome: Result<Option<ServerRole>, TxError> =
-            match tokio::time::timeout(bound, probe).await {
-                Ok(result) => result,
-                Err(_) => Err(client_timeout(Phase::Statement, bound)),
-            };
-        let pool = self.pool_status();
-        match outcome {
-            Ok(role) => Health {
-                healthy: true,
-                latency: Some(started.elapsed()),
-                role,
-                pool,
-                last_error: self
-                    .pool()
-                    .health
-                    .last_connect_error()
-                    .map(|e| e.to_string()),
-            },
-            Err(error) => Health {
-                healthy: false,
-                latency: None,
-                role: None,
-                pool,
-                last_error: Some(error.to_string()),
-            },
-        }
+    let status = pool.status();
+    match outcome {
+        Ok(role) => Health {
+            healthy: true,
+            latency: Some(started.elapsed()),
+            role,
+            pool: status,
+            last_error: pool.health.last_connect_error().map(|e| e.to_string()),
+        },
+        Err(error) => Health {
+            healthy: false,
+            latency: None,
+            role: None,
+            pool: status,
+            last_error: Some(error.to_string()),
+        },
     }
 }

@@ -7,25 +7,35 @@
 
 #![deny(missing_docs, missing_debug_implementations)]
 
+// The modules in layers, bottom first: each uses only modules above it in this list
+// (`tests/layers.rs` reads this list and fails on an import that points down it).
+//
+// settings and maths
 mod backoff;
 mod budget;
-mod call;
-mod classify;
-mod connection;
-mod db;
-mod error;
-mod health;
 mod hosts;
-mod idempotency;
-mod manager;
-mod marker;
-mod metrics;
 mod policy;
+// taxonomy of failures
+mod error;
+mod classify;
+mod metrics;
+// connections and pools
+mod tls;
+mod connection;
 mod pool;
-mod status;
+mod health;
+// one attempt's transaction
 mod tx;
-mod verification;
-mod xact_status;
+// what a call leaves behind and how it is read back
+mod tables;
+mod idempotency;
+mod outcome;
+// the attempt loop
+mod retry;
+mod shared;
+mod call;
+// the handle applications hold
+mod db;
 
 #[doc(hidden)]
 pub mod __private;
@@ -35,10 +45,10 @@ pub use db::{BoxedBody, Db, DbBuilder};
 pub use error::{AsTxError, ErrorKind, TxError};
 pub use health::{Health, ServerRole};
 pub use metrics::Metrics;
+pub use outcome::CommitVerification;
 pub use policy::{Isolation, Policy};
-pub use status::PoolStatus;
+pub use pool::PoolStatus;
 pub use tx::{Params, QueryRef, Tx, TxStatement};
-pub use verification::CommitVerification;
 
 /// tokio-postgres, whose row and parameter types `Tx` uses.
 pub use tokio_postgres;

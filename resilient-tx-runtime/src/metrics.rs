@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::classify::Failure;
+use crate::error::Failure;
 
 /// Monotonic counters shared by every clone of a `Db`.
 #[derive(Debug, Default)]

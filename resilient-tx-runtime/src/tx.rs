@@ -11,13 +11,64 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::time::Instant;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row, SimpleQueryMessage, Statement};
 
-use crate::classify::{Failure, Phase, client_timeout, to_tx_error};
-use crate::error::TxError;
+use crate::classify::{Phase, client_timeout, to_tx_error};
+use crate::connection::{Backend, declared_type, note_backend};
+use crate::error::{Failure, TxError};
+use crate::policy::Policy;
 use crate::pool::Pooled;
-use crate::xact_status::{XactIdentity, note_backend};
+
+/// How much longer than its statement timeout a transaction may sit idle on the server
+/// before the server ends it: past the client's attempt timer (the timeout plus half
+/// a second), so a live attempt is never cut short by it.
+const ORPHAN_MARGIN: Duration = Duration::from_millis(1500);
+
+/// Ends BEGIN's simple query when commit verification by transaction status needs the
+/// transaction's id.
+const NOTE_XID: &str = "SELECT pg_current_xact_id()";
+
+/// The BEGIN sent with the first statement: isolation, access mode, the statement
+/// timeout and, when `note_xid`, the `SELECT` that tells the transaction's id, in one
+/// simple query so none of it costs a round trip of its own.
+///
+/// The settings follow a plain `BEGIN` in a `SET TRANSACTION` of their own, rather
+/// than in BEGIN's options: should one fail (a standby refuses SERIALIZABLE), the
+/// transaction block is open and now aborted, so the statement sent in the same flight
+/// runs nothing. A failed `BEGIN ISOLATION LEVEL …` would open no block, and that
+/// statement would run, and commit, on its own.
+pub(crate) fn begin_sql(policy: &Policy, note_xid: bool) -> String {
+    let mut sql = String::from("BEGIN");
+    if policy.isolation.is_some() || policy.read_only {
+        sql.push_str("; SET TRANSACTION");
+        if let Some(isolation) = policy.isolation {
+            sql.push_str(" ISOLATION LEVEL ");
+            sql.push_str(isolation.as_sql());
+        }
+        if policy.read_only {
+            sql.push_str(" READ ONLY");
+        }
+    }
+    if let Some(timeout) = policy.timeout {
+        // The server's own bound on the attempt's statements, and on the transaction
+        // sitting idle: after a partition the server never hears that its client is
+        // gone, and without this an orphaned transaction keeps its locks until TCP
+        // keepalive ends the session. Past the attempt's timer (plus a margin) nobody
+        // waits for it any more.
+        sql.push_str(&format!(
+            "; SET LOCAL statement_timeout = {}; SET LOCAL idle_in_transaction_session_timeout = {}",
+            timeout.as_millis().max(1),
+            (timeout + ORPHAN_MARGIN).as_millis()
+        ));
+    }
+    if note_xid {
+        sql.push_str("; ");
+        sql.push_str(NOTE_XID);
+    }
+    sql
+}
 
 /// Something a [`Tx`] can run: SQL text (prepared once per connection and cached) or a
 /// statement prepared with [`Tx::prepare`].
@@ -118,9 +169,14 @@ impl<'db> Tx<'db> {
     where
         S: ?Sized + TxStatement,
     {
-        self.run(statement.as_query(), async |client, stmt| {
-            client.query(stmt, params).await
-        })
+        self.run(
+            statement.as_query(),
+            params,
+            async |client, target| match target {
+                Target::Prepared(statement) => client.query(statement, params).await,
+                Target::Unnamed(sql, typed) => client.query_typed(sql, typed).await,
+            },
+        )
         .await
     }
 
@@ -129,9 +185,14 @@ impl<'db> Tx<'db> {
     where
         S: ?Sized + TxStatement,
     {
-        self.run(statement.as_query(), async |client, stmt| {
-            client.query_one(stmt, params).await
-        })
+        self.run(
+            statement.as_query(),
+            params,
+            async |client, target| match target {
+                Target::Prepared(statement) => client.query_one(statement, params).await,
+                Target::Unnamed(sql, typed) => client.query_typed_one(sql, typed).await,
+            },
+        )
         .await
     }
 
@@ -144,9 +205,14 @@ impl<'db> Tx<'db> {
     where
         S: ?Sized + TxStatement,
     {
-        self.run(statement.as_query(), async |client, stmt| {
-            client.query_opt(stmt, params).await
-        })
+        self.run(
+            statement.as_query(),
+            params,
+            async |client, target| match target {
+                Target::Prepared(statement) => client.query_opt(statement, params).await,
+                Target::Unnamed(sql, typed) => client.query_typed_opt(sql, typed).await,
+            },
+        )
         .await
     }
 
@@ -155,16 +221,38 @@ impl<'db> Tx<'db> {
     where
         S: ?Sized + TxStatement,
     {
-        self.run(statement.as_query(), async |client, stmt| {
-            client.execute(stmt, params).await
-        })
+        self.run(
+            statement.as_query(),
+            params,
+            async |client, target| match target {
+                Target::Prepared(statement) => client.execute(statement, params).await,
+                Target::Unnamed(sql, typed) => client.execute_typed(sql, typed).await,
+            },
+        )
         .await
     }
 
     /// Prepares a statement (or returns this connection's cached one).
+    ///
+    /// A prepared statement is named and lives on one server connection, so with
+    /// [`DbBuilder::statement_cache(false)`](crate::DbBuilder::statement_cache) (for a
+    /// pooler in transaction mode) this fails: pass the SQL text to the other methods
+    /// instead.
     pub async fn prepare(&mut self, sql: &str) -> Result<Statement, TxError> {
-        self.run(QueryRef::Sql(sql), async |_, stmt| Ok(stmt.clone()))
-            .await
+        self.usable()?;
+        if !self.conn.statements.policy().named() {
+            return Err(TxError::new(
+                Failure::Database,
+                "Tx::prepare needs named prepared statements, which statement_cache(false) \
+                 turns off (as a pooler in transaction mode requires): pass the SQL text to \
+                 query, query_one, query_opt or execute instead",
+            ));
+        }
+        self.run(QueryRef::Sql(sql), &[], async |_, target| match target {
+            Target::Prepared(statement) => Ok(statement.clone()),
+            Target::Unnamed(..) => unreachable!("named statements are on"),
+        })
+        .await
     }
 
     /// Runs one or more statements separated by `;` with the simple query protocol
@@ -177,42 +265,53 @@ impl<'db> Tx<'db> {
         let begin = begin.as_deref().map(|sql| (sql, self.note_xid));
         let work = pipelined(client, begin, client.batch_execute(sql));
         let result = bounded(&mut self.in_flight, self.deadline, work).await;
-        let (xid, ()) = self.settle(result)?;
+        let (xid, ()) = self.settle(result, false)?;
         self.xid = self.xid.or(xid);
         Ok(())
     }
 
-    /// The shared path of every statement: get the prepared statement (cached per
-    /// connection), run it, BEGIN in the same flight when it is the first.
+    /// The shared path of every statement, BEGIN in the same flight when it is the
+    /// first: SQL text runs as this connection's cached prepared statement (prepared
+    /// once), or, with named statements off, unnamed with its parameter types
+    /// declared (parsed, bound and run in one flight).
     async fn run<R>(
         &mut self,
         query: QueryRef<'_>,
-        execute: impl AsyncFnOnce(&Client, &Statement) -> Result<R, tokio_postgres::Error>,
+        params: Params<'_>,
+        execute: impl AsyncFnOnce(&Client, Target<'_>) -> Result<R, tokio_postgres::Error>,
     ) -> Result<R, TxError> {
         self.usable()?;
+        let named = self.conn.statements.policy().named();
+        let typed = match query {
+            QueryRef::Sql(_) if !named => Some(declare_types(params)?),
+            _ => None,
+        };
         self.note_backend().await?;
         let begin = self.pending_begin.take();
         // `Err(sql)`: not prepared on this connection yet.
         let known = match query {
-            QueryRef::Sql(sql) => self.conn.cached(sql).ok_or(sql),
+            QueryRef::Sql(sql) => self.conn.statements.get(sql).ok_or(sql),
             QueryRef::Prepared(statement) => Ok(statement.clone()),
         };
         let client = &self.conn.client;
         let begin = begin.as_deref().map(|sql| (sql, self.note_xid));
         let work = async {
+            if let (Some(typed), QueryRef::Sql(sql)) = (&typed, query) {
+                return Ok((None, execute(client, Target::Unnamed(sql, typed)).await?));
+            }
             let statement = match &known {
                 Ok(statement) => statement.clone(),
                 Err(sql) => client.prepare(sql).await?,
             };
-            let rows = execute(client, &statement).await?;
-            Ok((statement, rows))
+            let rows = execute(client, Target::Prepared(&statement)).await?;
+            Ok((Some(statement), rows))
         };
         let work = pipelined(client, begin, work);
         let result = bounded(&mut self.in_flight, self.deadline, work).await;
-        let (xid, (statement, output)) = self.settle(result)?;
+        let (xid, (statement, output)) = self.settle(result, named && typed.is_none())?;
         self.xid = self.xid.or(xid);
-        if let Err(sql) = known {
-            self.conn.remember(sql, statement);
+        if let (Err(sql), Some(statement)) = (known, statement) {
+            self.conn.statements.insert(sql, statement);
         }
         Ok(output)
     }
@@ -224,15 +323,15 @@ impl<'db> Tx<'db> {
         if !self.note_xid || self.pending_begin.is_none() || self.conn.backend.is_some() {
             return Ok(());
         }
-        let work = note_backend(&self.conn.client);
+        let work = async { Ok(note_backend(&self.conn.client).await?) };
         let result = bounded(&mut self.in_flight, self.deadline, work).await;
-        self.conn.backend = self.settle(result)?;
+        self.conn.backend = self.settle(result, false)?;
         Ok(())
     }
 
-    /// The transaction as verification finds it again, once BEGIN noted it.
-    pub(crate) fn xact_identity(&self) -> Option<XactIdentity> {
-        Some(XactIdentity::new(self.xid?, self.conn.backend.clone()?))
+    /// The transaction's id and the backend it runs on, once BEGIN noted them.
+    pub(crate) fn noted_xact(&self) -> Option<(u64, Backend)> {
+        Some((self.xid?, self.conn.backend.clone()?))
     }
 
     /// Sends COMMIT, preceded in the same flight by the commit marker's insert when
@@ -246,39 +345,82 @@ impl<'db> Tx<'db> {
             self.finished = true;
             return Ok(());
         }
-        // The marker's insert is a prepared statement, cached per connection like the
-        // body's: preparing it costs one round trip per connection, not per call.
+        // The marker's insert runs like a body's statement: prepared once per
+        // connection and cached, or unnamed with named statements off.
         let marker = match marker {
-            Some((sql, id)) => Some((self.prepare(sql).await?, id)),
+            Some((sql, id)) => Some((self.marker_statement(sql).await?, sql, id)),
             None => None,
         };
         self.finished = true;
         let client = &self.conn.client;
         let work = async {
-            match &marker {
-                None => client.batch_execute("COMMIT").await,
-                Some((statement, id)) => {
-                    // Back to back: should the insert fail, the COMMIT that follows
-                    // only ends the aborted transaction, and the insert's error is
-                    // what the caller sees.
-                    let (marked, committed) = futures_util::future::join(
-                        client.execute(statement, &[id]),
-                        client.batch_execute("COMMIT"),
-                    )
-                    .await;
-                    marked.and(committed)
+            let Some((statement, sql, id)) = &marker else {
+                return client.batch_execute("COMMIT").await;
+            };
+            // Back to back: should the insert fail, the COMMIT that follows only ends
+            // the aborted transaction, and the insert's error is what the caller sees.
+            let mark = async {
+                match statement {
+                    Some(statement) => client.execute(statement, &[id]).await,
+                    None => client.execute_typed(sql, &[(id, Type::TEXT)]).await,
                 }
-            }
+            };
+            let (marked, committed) =
+                futures_util::future::join(mark, client.batch_execute("COMMIT")).await;
+            marked.and(committed).map(|_| ())
         };
         let result = match bounded(&mut self.in_flight, self.deadline, work).await {
             Ok(Ok(())) => return Ok(()),
+            // The marker's insert failed, so COMMIT only ended an aborted transaction.
+            Ok(Err(e)) if matches!(marker, Some((Some(_), _, _))) => {
+                self.lost_statement(to_tx_error(e, Phase::Commit))
+            }
             Ok(Err(e)) => to_tx_error(e, Phase::Commit),
             Err(()) => client_timeout(Phase::Commit, self.timer),
         };
         if result.failure().discards_connection() {
-            self.conn.broken = true;
+            self.conn.condemn();
         }
         Err(result)
+    }
+
+    /// A 26000 (no such prepared statement) or 42P05 (one of that name exists
+    /// already) on a statement the runtime prepared: the server connection is not the
+    /// one it was prepared on (a pooler in transaction mode). Switches the `Db` to
+    /// unnamed statements, saying so once, and makes the error a retriable one.
+    fn lost_statement(&self, error: TxError) -> TxError {
+        let lost = error.sqlstate().is_some_and(|code| {
+            *code == SqlState::INVALID_SQL_STATEMENT_NAME || *code == SqlState::DUPLICATE_PSTATEMENT
+        });
+        if !lost {
+            return error;
+        }
+        if self.conn.statements.policy().stop_naming() {
+            tracing::warn!(
+                cause = error.message(),
+                "prepared statements do not survive between transactions here (a pooler \
+                 in transaction mode?): switching to unnamed statements; set \
+                 DbBuilder::statement_cache(false) to start that way"
+            );
+        }
+        TxError::with_details(
+            Failure::StatementsLost,
+            format!(
+                "a prepared statement was not found on the server connection: {}",
+                error.message()
+            ),
+            error.sqlstate().cloned(),
+            None,
+        )
+    }
+
+    /// The marker insert's cached statement, prepared on first use; `None` when named
+    /// statements are off and it is sent unnamed.
+    async fn marker_statement(&mut self, sql: &str) -> Result<Option<Statement>, TxError> {
+        if !self.conn.statements.policy().named() {
+            return Ok(None);
+        }
+        self.prepare(sql).await.map(Some)
     }
 
     /// Ends the transaction without waiting: ROLLBACK is queued on the connection ahead
@@ -290,7 +432,7 @@ impl<'db> Tx<'db> {
         }
         self.finished = true;
         if self.in_flight || self.conn.is_unusable() {
-            self.conn.broken = true;
+            self.conn.condemn();
             return;
         }
         // The first poll of a simple query puts it on the connection's queue; what
@@ -311,17 +453,36 @@ impl<'db> Tx<'db> {
     }
 
     /// Turns a bounded round trip's result into the caller's, poisoning the
-    /// transaction and condemning the connection as the failure requires.
+    /// transaction and condemning the connection as the failure requires. `named`:
+    /// the round trip used a statement the runtime prepared, so a missing or
+    /// duplicate prepared statement is the runtime's, not the body's.
     fn settle<R>(
         &mut self,
-        result: Result<Result<R, tokio_postgres::Error>, ()>,
+        result: Result<Result<R, Failed>, ()>,
+        named: bool,
     ) -> Result<R, TxError> {
-        let error = match result {
+        let (error, in_begin) = match result {
             Ok(Ok(output)) => return Ok(output),
-            Ok(Err(e)) => to_tx_error(e, Phase::Statement),
-            Err(()) => client_timeout(Phase::Statement, self.timer),
+            Ok(Err(failed)) => (to_tx_error(failed.error, Phase::Statement), failed.in_begin),
+            Err(()) => (client_timeout(Phase::Statement, self.timer), false),
         };
-        let error = if error.failure() == Failure::ReadOnly && self.read_only {
+        let error = match named {
+            true => self.lost_statement(error),
+            false => error,
+        };
+        let error = if in_begin && error.sqlstate() == Some(&SqlState::FEATURE_NOT_SUPPORTED) {
+            // BEGIN's own settings failing as "not supported" is a standby refusing
+            // SERIALIZABLE: the connection reached a server in recovery, like a 25006.
+            TxError::with_details(
+                Failure::ReadOnly,
+                format!(
+                    "the connection reached a standby, which cannot run this transaction: {}",
+                    error.message()
+                ),
+                error.sqlstate().cloned(),
+                None,
+            )
+        } else if error.failure() == Failure::ReadOnly && self.read_only && !in_begin {
             TxError::with_details(
                 Failure::Database,
                 format!(
@@ -336,10 +497,10 @@ impl<'db> Tx<'db> {
         };
         let failure = error.failure();
         if failure.discards_connection() {
-            self.conn.broken = true;
+            self.conn.condemn();
         }
         if failure == Failure::StalePlan {
-            self.conn.forget_statements();
+            self.conn.statements.policy().invalidate();
         }
         // Client-side checks (row counts, parameter conversion) leave the server's
         // transaction intact; everything else aborts it.
@@ -378,30 +539,93 @@ async fn pipelined<R>(
     client: &Client,
     begin: Option<(&str, bool)>,
     work: impl Future<Output = Result<R, tokio_postgres::Error>>,
-) -> Result<(Option<u64>, R), tokio_postgres::Error> {
+) -> Result<(Option<u64>, R), Failed> {
     match begin {
         None => Ok((None, work.await?)),
         Some((sql, false)) => {
             let (begun, result) = futures_util::future::join(client.batch_execute(sql), work).await;
-            begun?;
+            begun.map_err(Failed::in_begin)?;
             Ok((None, result?))
         }
         Some((sql, true)) => {
             let (begun, result) = futures_util::future::join(client.simple_query(sql), work).await;
-            let xid = begun?.iter().rev().find_map(|message| match message {
-                SimpleQueryMessage::Row(row) => row.get(0)?.parse::<u64>().ok(),
-                _ => None,
-            });
+            let xid =
+                begun
+                    .map_err(Failed::in_begin)?
+                    .iter()
+                    .rev()
+                    .find_map(|message| match message {
+                        SimpleQueryMessage::Row(row) => row.get(0)?.parse::<u64>().ok(),
+                        _ => None,
+                    });
             Ok((xid, result?))
         }
     }
 }
 
+/// A failed round trip, and whether the error came from BEGIN's own query (whose
+/// failure leaves the transaction block aborted, so the statement sent with it ran
+/// nothing).
+struct Failed {
+    error: tokio_postgres::Error,
+    in_begin: bool,
+}
+
+impl Failed {
+    fn in_begin(error: tokio_postgres::Error) -> Failed {
+        Failed {
+            error,
+            in_begin: true,
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for Failed {
+    fn from(error: tokio_postgres::Error) -> Failed {
+        Failed {
+            error,
+            in_begin: false,
+        }
+    }
+}
+
+/// What a statement runs as.
+enum Target<'a> {
+    /// A prepared (named) statement.
+    Prepared(&'a Statement),
+    /// SQL text sent unnamed, with its parameters' declared types.
+    Unnamed(&'a str, &'a [(&'a (dyn ToSql + Sync), Type)]),
+}
+
+/// The parameters with the types to declare for an unnamed statement.
+fn declare_types<'p>(params: Params<'p>) -> Result<Vec<(&'p (dyn ToSql + Sync), Type)>, TxError> {
+    params
+        .iter()
+        .enumerate()
+        .map(|(i, &param)| match declared_type(param) {
+            Some(ty) => Ok((param, ty)),
+            None => Err(TxError::new(
+                Failure::Database,
+                format!(
+                    "parameter ${} has a type that cannot be sent without a prepared \
+                     statement (statement_cache(false)): cast it in the SQL (${}::your_type) \
+                     and pass it as text",
+                    i + 1,
+                    i + 1
+                ),
+            )),
+        })
+        .collect()
+}
+
 impl Drop for Tx<'_> {
     fn drop(&mut self) {
         // A call cancelled mid-attempt (a dropped request future) must not hand a
-        // connection with an open transaction to the next caller.
-        if !self.finished {
+        // connection with an open transaction, or with a COMMIT whose outcome nobody
+        // will learn still running, to the next caller.
+        if self.in_flight {
+            self.conn.condemn();
+        } else if !self.finished {
             self.rollback();
         }
     }
@@ -413,5 +637,32 @@ impl fmt::Debug for Tx<'_> {
             .field("begun", &self.pending_begin.is_none())
             .field("poisoned", &self.poisoned.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::policy::Isolation;
+
+    #[test]
+    fn begin_carries_isolation_access_mode_timeout_and_the_id() {
+        assert_eq!(begin_sql(&Policy::default(), false), "BEGIN");
+        let policy = Policy::default()
+            .isolation(Isolation::Serializable)
+            .read_only()
+            .timeout(Duration::from_millis(1500));
+        assert_eq!(
+            begin_sql(&policy, false),
+            "BEGIN; SET TRANSACTION ISOLATION LEVEL SERIALIZABLE READ ONLY; \
+             SET LOCAL statement_timeout = 1500; \
+             SET LOCAL idle_in_transaction_session_timeout = 3000"
+        );
+        assert_eq!(
+            begin_sql(&Policy::default(), true),
+            "BEGIN; SELECT pg_current_xact_id()"
+        );
     }
 }

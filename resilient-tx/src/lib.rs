@@ -27,8 +27,8 @@
 //! a connection lost while COMMIT was in flight is never re-run blindly; everything
 //! else returns at once as a [`TxError`] whose [`ErrorKind`] says what a caller can do.
 //!
-//! [`guide`] is the manual of [`retriable_tx`]: how to write the function, and a
-//! compiled example for each option. This page covers what happens around a call.
+//! [`guide`] is the manual of [`retriable_tx`]: how to write the function, the error
+//! types it can return, and a compiled example for each option. This page covers what happens around a call.
 //!
 //! # What happens to a failure
 //!
@@ -103,10 +103,13 @@
 //! reads the history again and the transaction's status:
 //!
 //! - same history: the status is the truth. Committed → the call returns the body's
-//!   result; aborted → it retries as after a lost connection; still in progress (the
-//!   network went silent and the server has not noticed its client is gone) → after a
-//!   second's grace the orphaned backend is terminated (matched by pid and
-//!   transaction id, nothing else is touched) and its final status decides;
+//!   result; aborted → it retries as after a lost connection; still in progress and
+//!   idle in its transaction (the network went silent before COMMIT arrived and the
+//!   server has not noticed its client is gone) → after a second's grace the orphaned
+//!   backend is terminated (matched by pid, transaction id and that state, nothing
+//!   else is touched) and its final status decides; still executing its COMMIT (slow,
+//!   or waiting for a synchronous standby) → it is never cut short, but waited for
+//!   until the deadline, then `CommitUnknown`;
 //! - the server restarted, crashed or failed over since BEGIN: a transaction that
 //!   is not committed there did not commit → retry. A "committed" proves nothing,
 //!   since a recovery that lost the WAL assigning an id can hand that id to another
@@ -157,8 +160,9 @@
 //!
 //! # Handling errors
 //!
-//! Every failure reaches the caller as a [`TxError`] (or inside the caller's own error
-//! type, see [the guide](guide#your-own-error-type)). Decide by
+//! Every failure reaches the caller as a [`TxError`], or inside the function's error
+//! type: one of your own, a boxed error or an `anyhow::Error` (see
+//! [the guide](guide#the-error-type)). Decide by
 //! [`kind()`](TxError::kind); [`sqlstate()`](TxError::sqlstate) gives the server's code
 //! when there is one, [`attempts()`](TxError::attempts) how many attempts were made, and
 //! [`is_transient()`](TxError::is_transient) whether trying the whole call again later
@@ -331,4 +335,46 @@ pub mod guide {}
 #[doc(hidden)]
 pub mod __private {
     pub use resilient_tx_runtime::__private::*;
+
+    use resilient_tx_runtime::{AsTxError, TxError};
+
+    /// An error type a `#[retriable_tx]` function can return: `?` turns a `TxError`
+    /// into it, and the runtime finds the `TxError` in it again to classify it. One
+    /// trait for both, so that a type with neither is one error, not two.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be the error type of a #[retriable_tx] function",
+        label = "the runtime turns a `TxError` into this type and must find it in there again to retry",
+        note = "these work: `TxError`; `Box<dyn std::error::Error + Send + Sync>`; `anyhow::Error` with resilient-tx's `anyhow` feature; a type of your own that implements `From<TxError>` and `resilient_tx::AsTxError`"
+    )]
+    pub trait ErrorType: From<TxError> + AsTxError {}
+
+    // Not recommended, so that the error names `ErrorType`, whose message says what
+    // works, instead of one of the two bounds.
+    #[diagnostic::do_not_recommend]
+    impl<E: From<TxError> + AsTxError> ErrorType for E {}
+
+    /// `Result<T, E>`, also when written through an alias such as `anyhow::Result<T>`.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` is not a `Result`: a #[retriable_tx] function returns `Result<T, E>`"
+    )]
+    pub trait ReturnType {
+        /// `E`.
+        type Error;
+    }
+
+    impl<T, E> ReturnType for Result<T, E> {
+        type Error = E;
+    }
+
+    /// A failed `begin` as the error of a function that returns `R`. Its bounds are
+    /// the check of `R`'s error type: the generated code calls it before anything else
+    /// that needs them, spanned on the error type, so that an unusable one is reported
+    /// there, once.
+    pub fn convert_error<R>(error: TxError) -> R::Error
+    where
+        R: ReturnType,
+        R::Error: ErrorType,
+    {
+        From::from(error)
+    }
 }

@@ -116,27 +116,35 @@ pub fn running_as_root() -> bool {
 /// The identity server binaries must run as: `Some(postgres user)` when this
 /// process is root, `None` (run as ourselves) otherwise.
 pub fn server_user() -> io::Result<Option<OsUser>> {
+    Ok(server_account()?.map(|(user, _)| user))
+}
+
+/// The server user and its home directory, when this process is root.
+fn server_account() -> io::Result<Option<(OsUser, PathBuf)>> {
     if !running_as_root() {
         return Ok(None);
     }
-    static USER: OnceLock<Result<OsUser, String>> = OnceLock::new();
+    static USER: OnceLock<Result<(OsUser, PathBuf), String>> = OnceLock::new();
     USER.get_or_init(|| lookup_user(POSTGRES_OS_USER).map_err(|e| e.to_string()))
         .clone()
         .map(Some)
         .map_err(io::Error::other)
 }
 
-/// Looks a user up through NSS (`getent passwd`), so it works with any user
-/// database, not just `/etc/passwd`.
-fn lookup_user(name: &str) -> io::Result<OsUser> {
+/// Looks a user and its home directory up through NSS (`getent passwd`), so
+/// it works with any user database, not just `/etc/passwd`.
+fn lookup_user(name: &str) -> io::Result<(OsUser, PathBuf)> {
     let out = Command::new("getent").args(["passwd", name]).output()?;
     let line = String::from_utf8_lossy(&out.stdout);
     let fields: Vec<&str> = line.trim().split(':').collect();
     match (out.status.success(), fields.get(2), fields.get(3)) {
-        (true, Some(uid), Some(gid)) => Ok(OsUser {
-            uid: uid.parse().map_err(io::Error::other)?,
-            gid: gid.parse().map_err(io::Error::other)?,
-        }),
+        (true, Some(uid), Some(gid)) => Ok((
+            OsUser {
+                uid: uid.parse().map_err(io::Error::other)?,
+                gid: gid.parse().map_err(io::Error::other)?,
+            },
+            PathBuf::from(fields.get(5).copied().unwrap_or("/")),
+        )),
         _ => Err(io::Error::new(
             io::ErrorKind::NotFound,
             format!(
@@ -164,6 +172,44 @@ pub fn chown_to_server_user(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Creates a temporary directory (mode 0700) in `$TMPDIR` that belongs to
+/// the server user, for a server's files; it is removed when the returned
+/// [`TempDir`](tempfile::TempDir) is dropped.
+pub fn server_temp_dir(prefix: &str) -> io::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+
+    let base = std::env::temp_dir();
+    if running_as_root() {
+        // The postgres user has to reach its directory inside `base`.
+        let mode = std::fs::metadata(&base)?.permissions().mode();
+        if mode & 0o001 == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "the temporary directory {} is not traversable by the postgres user; \
+                     point TMPDIR at a world-traversable directory such as /tmp",
+                    base.display()
+                ),
+            ));
+        }
+    }
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&base)
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "could not create a temporary directory in {}: {e}",
+                    base.display()
+                ),
+            )
+        })?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
+    chown_to_server_user(dir.path())?;
+    Ok(dir)
+}
+
 /// A [`Command`] for the PostgreSQL binary `name`, switched to the postgres OS
 /// user when this process is root.
 ///
@@ -171,12 +217,23 @@ pub fn chown_to_server_user(path: &Path) -> io::Result<()> {
 /// directly (no `su`/`runuser` in between), so the child's pid is the server's
 /// pid; std also drops root's supplementary groups. Stdin is `/dev/null`.
 pub fn pg_command(name: &str) -> io::Result<Command> {
+    server_command(&binary(name)?)
+}
+
+/// A [`Command`] for the server-side program at `program` (PostgreSQL's or
+/// another one that refuses to run as root, such as PgBouncer), run as the
+/// postgres OS user when this process is root, like [`pg_command`].
+///
+/// `HOME` is the user's own: libpq looks for `~/.postgresql/postgresql.crt`
+/// and friends there, and fails the connection when root's home is not
+/// readable.
+pub fn server_command(program: &Path) -> io::Result<Command> {
     use std::os::unix::process::CommandExt;
 
-    let mut cmd = Command::new(binary(name)?);
+    let mut cmd = Command::new(program);
     cmd.stdin(Stdio::null());
-    if let Some(user) = server_user()? {
-        cmd.uid(user.uid).gid(user.gid);
+    if let Some((user, home)) = server_account()? {
+        cmd.uid(user.uid).gid(user.gid).env("HOME", home);
         // The tool may chdir-check its cwd (initdb warns when it cannot); the
         // root of the filesystem is readable by everybody.
         cmd.current_dir("/");

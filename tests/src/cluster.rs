@@ -3,7 +3,6 @@
 use std::fmt::Write as _;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -15,6 +14,7 @@ use crate::binaries;
 use crate::ports;
 use crate::postmaster::{self, Postmaster, ShutdownMode};
 use crate::proxy::FaultProxy;
+use crate::tls::{self, TlsFiles};
 
 /// The database superuser every cluster is initialised with.
 pub const SUPERUSER: &str = "postgres";
@@ -68,6 +68,7 @@ const BASE_SETTINGS: &[(&str, &str)] = &[
 #[derive(Debug, Clone, Default)]
 pub struct PgClusterBuilder {
     extra_conf: Vec<String>,
+    tls: bool,
 }
 
 impl PgClusterBuilder {
@@ -87,10 +88,21 @@ impl PgClusterBuilder {
         self
     }
 
+    /// Makes the cluster TLS-only: certificates are generated for it
+    /// ([`PgCluster::tls`] names the client's files), the server runs with
+    /// `ssl = on`, and `pg_hba.conf` refuses every TCP connection that is not
+    /// encrypted. [`CLIENT_CERT_ROLE`](crate::CLIENT_CERT_ROLE) must log in
+    /// with the client certificate; every other role is trusted over TLS.
+    /// [`PgCluster::url`] stays the same: add `sslmode=...` to it.
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
     /// Creates, configures and starts the cluster; returns once it accepts
     /// connections.
     pub async fn start(self) -> io::Result<PgCluster> {
-        PgCluster::init_and_start(self.extra_conf).await
+        PgCluster::init_and_start(self.extra_conf, self.tls).await
     }
 }
 
@@ -115,6 +127,9 @@ pub struct PgCluster {
     log_path: PathBuf,
     port: u16,
     extra_conf: Vec<String>,
+    /// The client-side certificates of a TLS-only cluster (shared with its
+    /// replicas).
+    tls: Option<TlsFiles>,
     /// The running server, if any; the mutex serialises lifecycle operations.
     postmaster: Mutex<Option<Postmaster>>,
     /// Pid of the running server (0 when stopped), for the synchronous
@@ -133,9 +148,9 @@ impl PgCluster {
         PgClusterBuilder::default()
     }
 
-    async fn init_and_start(extra_conf: Vec<String>) -> io::Result<PgCluster> {
+    async fn init_and_start(extra_conf: Vec<String>, tls: bool) -> io::Result<PgCluster> {
         let started = Instant::now();
-        let mut cluster = Self::new_layout(extra_conf)?;
+        let mut cluster = Self::new_layout(extra_conf, None)?;
 
         let mut initdb = binaries::tokio_pg_command("initdb")?;
         initdb
@@ -151,18 +166,31 @@ impl PgCluster {
         )?;
         // Trust everything local, including replication, so that replicas and
         // pg_basebackup need no credentials.
-        write_owned(
-            &cluster.data_dir.join("pg_hba.conf"),
+        let hba = if tls {
+            cluster.tls = Some(TlsFiles::generate(&cluster.data_dir)?);
+            tls::pg_hba()
+        } else {
             "# Written by resilient-tx-testkit: disposable test server, trust all local access.\n\
              local all         all              trust\n\
              local replication all              trust\n\
              host  all         all 127.0.0.1/32 trust\n\
-             host  replication all 127.0.0.1/32 trust\n",
-        )?;
+             host  replication all 127.0.0.1/32 trust\n"
+                .to_owned()
+        };
+        write_owned(&cluster.data_dir.join("pg_hba.conf"), &hba)?;
 
         cluster.start_on_free_port().await?;
+        if tls {
+            cluster
+                .admin()
+                .await?
+                .batch_execute(&format!("CREATE ROLE {} LOGIN", tls::CLIENT_CERT_ROLE))
+                .await
+                .map_err(pg_error)?;
+        }
         tracing::info!(
             port = cluster.port,
+            tls,
             dir = %cluster.dir.path().display(),
             elapsed = ?started.elapsed(),
             "started PostgreSQL cluster"
@@ -171,36 +199,11 @@ impl PgCluster {
     }
 
     /// Creates the temporary directory and decides the paths inside it.
-    pub(crate) fn new_layout(extra_conf: Vec<String>) -> io::Result<PgCluster> {
-        let base = std::env::temp_dir();
-        if binaries::running_as_root() {
-            // The postgres user has to reach its directory inside `base`.
-            let mode = std::fs::metadata(&base)?.permissions().mode();
-            if mode & 0o001 == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    format!(
-                        "the temporary directory {} is not traversable by the postgres user; \
-                         point TMPDIR at a world-traversable directory such as /tmp",
-                        base.display()
-                    ),
-                ));
-            }
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("resilient-tx-pg-")
-            .tempdir_in(&base)
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "could not create a temporary directory in {}: {e}",
-                        base.display()
-                    ),
-                )
-            })?;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
-        binaries::chown_to_server_user(dir.path())?;
+    pub(crate) fn new_layout(
+        extra_conf: Vec<String>,
+        tls: Option<TlsFiles>,
+    ) -> io::Result<PgCluster> {
+        let dir = binaries::server_temp_dir("resilient-tx-pg-")?;
         let socket_dir = dir.path().join("sock");
         std::fs::create_dir(&socket_dir)?;
         binaries::chown_to_server_user(&socket_dir)?;
@@ -211,6 +214,7 @@ impl PgCluster {
             dir,
             port: 0,
             extra_conf,
+            tls,
             postmaster: Mutex::new(None),
             pid: AtomicU32::new(0),
         })
@@ -223,6 +227,11 @@ impl PgCluster {
         );
         for (name, value) in BASE_SETTINGS {
             let _ = writeln!(conf, "{name} = '{value}'");
+        }
+        if self.tls.is_some() {
+            for (name, value) in tls::SERVER_SETTINGS {
+                let _ = writeln!(conf, "{name} = '{value}'");
+            }
         }
         for line in &self.extra_conf {
             let _ = writeln!(conf, "{line}");
@@ -277,7 +286,14 @@ impl PgCluster {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
     }
 
-    /// Connection URL of the `postgres` database as the superuser.
+    /// The client-side certificates, when the cluster is TLS-only (see
+    /// [`PgClusterBuilder::tls`]).
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
+    }
+
+    /// Connection URL of the `postgres` database as the superuser. A
+    /// TLS-only cluster refuses it as it is: add `sslmode=...`.
     pub fn url(&self) -> String {
         self.url_for("postgres")
     }
@@ -428,15 +444,41 @@ impl PgCluster {
     /// (visible in `pg_stat_activity`, and the handle for
     /// [`terminate_backends`](Self::terminate_backends)). The connection task
     /// is spawned on the current runtime.
+    ///
+    /// It goes through the server's Unix socket, which `pg_hba.conf` trusts
+    /// on every cluster, so it works whatever TCP demands (a TLS-only
+    /// cluster) and whatever a [`FaultProxy`] does to TCP traffic.
     pub async fn connect(&self, application_name: &str) -> io::Result<tokio_postgres::Client> {
-        let mut config: tokio_postgres::Config = self.url().parse().map_err(pg_error)?;
+        let mut config = tokio_postgres::Config::new();
         config
+            .host_path(&self.socket_dir)
+            .port(self.port)
+            .user(SUPERUSER)
+            .dbname("postgres")
             .application_name(application_name)
             .connect_timeout(Duration::from_secs(10));
-        let (client, connection) = config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| io::Error::other(format!("could not connect to {}: {e}", self.url())))?;
+        let (client, connection) = tokio::time::timeout(
+            Duration::from_secs(20),
+            config.connect(tokio_postgres::NoTls),
+        )
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "connecting to the server on port {} through its socket in {} took over 20 s",
+                    self.port,
+                    self.socket_dir.display()
+                ),
+            )
+        })?
+        .map_err(|e| {
+            io::Error::other(format!(
+                "could not connect to the server on port {} through its socket in {}: {e}",
+                self.port,
+                self.socket_dir.display()
+            ))
+        })?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "test kit connection ended");

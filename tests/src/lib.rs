@@ -9,6 +9,10 @@
 //!   cuts connections at exact points of the PostgreSQL protocol
 //!   ([`CutPoint`]: e.g. after a COMMIT reached the server, before its reply
 //!   reached the client), once or at random from a seed ([`RandomCuts`]).
+//! * TLS-only clusters ([`PgClusterBuilder::tls`]): certificates generated
+//!   at run time ([`TlsFiles`]), plain-text TCP refused by `pg_hba.conf`.
+//! * [`PgBouncer`] — a PgBouncer process in front of a cluster (transaction
+//!   pooling by default), with its admin console.
 //! * [`PatroniCluster`] — PostgreSQL nodes run by Patroni on a local etcd,
 //!   behind HAProxy; planned switchover, unplanned loss of the leader.
 //! * [`AutoFailoverFormation`] — a pg_auto_failover monitor and its nodes;
@@ -55,6 +59,8 @@ mod patroni;
 mod patroni_node;
 mod patroni_rest;
 mod pg_autoctl;
+mod pgbouncer;
+mod pgbouncer_config;
 mod ports;
 mod postmaster;
 mod process_tree;
@@ -63,6 +69,7 @@ mod proxy;
 mod replica;
 mod rest;
 mod settings;
+mod tls;
 mod wait;
 
 pub use auto_failover::{AutoFailoverFormation, AutoFailoverFormationBuilder};
@@ -78,8 +85,11 @@ pub use patroni::{PatroniCluster, PatroniClusterBuilder};
 pub use patroni_node::PatroniNode;
 pub use patroni_rest::PatroniMember;
 pub use pg_autoctl::AutoFailoverNodeState;
+pub use pgbouncer::{CONSOLE_DATABASE, PGBOUNCER_ENV, PgBouncer};
+pub use pgbouncer_config::{PgBouncerBuilder, PoolMode};
 pub use ports::pick_free_port;
 pub use proxy::{Direction, FaultProxy, ProxyMode};
+pub use tls::{CLIENT_CERT_ROLE, SERVER_NAMES, TlsFiles};
 
 /// Installs a `tracing` subscriber for tests: filtered by `RUST_LOG`
 /// (default `info`), written through the test harness's capture so output

@@ -17,9 +17,13 @@ impl PgCluster {
     /// with `pg_basebackup -R -X stream`, started on its own port, socket
     /// directory and log file, streaming from this cluster. Returns once the
     /// standby accepts (read-only) connections.
+    ///
+    /// The replica of a TLS-only cluster is TLS-only too (the base backup
+    /// copies certificates and `pg_hba.conf`; [`tls`](Self::tls) names the
+    /// same client files), and streams from its primary over TLS.
     pub async fn create_replica(&self) -> io::Result<PgCluster> {
         let started = Instant::now();
-        let mut replica = PgCluster::new_layout(self.extra_conf().to_vec())?;
+        let mut replica = PgCluster::new_layout(self.extra_conf().to_vec(), self.tls().cloned())?;
 
         let mut basebackup = binaries::tokio_pg_command("pg_basebackup")?;
         basebackup
@@ -31,6 +35,8 @@ impl PgCluster {
                 "-U",
                 SUPERUSER,
             ])
+            // -R copies the connection's options into primary_conninfo.
+            .args(["-d", sslmode(self)])
             .arg("-D")
             .arg(replica.data_dir())
             // -R writes standby.signal and primary_conninfo; a fast checkpoint
@@ -143,10 +149,22 @@ impl PgCluster {
         append(
             &self.data_dir().join("postgresql.auto.conf"),
             &format!(
-                "primary_conninfo = 'host=127.0.0.1 port={} user={SUPERUSER}'\n",
-                new_primary.port()
+                "primary_conninfo = 'host=127.0.0.1 port={} user={SUPERUSER} {}'\n",
+                new_primary.port(),
+                sslmode(new_primary)
             ),
         )?;
         self.start_again().await
+    }
+}
+
+/// The `sslmode` of a standby's connection to `primary`: TLS-only primaries
+/// refuse anything else; the others have TLS off, and libpq's default
+/// (`prefer`) falls back to plain text.
+fn sslmode(primary: &PgCluster) -> &'static str {
+    if primary.tls().is_some() {
+        "sslmode=require"
+    } else {
+        "sslmode=prefer"
     }
 }

@@ -61,18 +61,14 @@ struct ListQuery {
 
 /// Query of the single-server read.
 #[derive(Debug, Deserialize)]
-pub(crate) struct ReadQuery {
+struct ReadQuery {
     /// `strong` reads from the primary.
-    pub(crate) consistency: Option<String>,
+    consistency: Option<String>,
 }
 
 /// The `Db` a read runs on: the primary for `strong` consistency (header or query),
 /// otherwise the default handle, whose read-only calls use the replica if there is one.
-pub(crate) fn reader(
-    state: &AppState,
-    headers: &HeaderMap,
-    query: Option<&str>,
-) -> Result<Db, ApiError> {
+pub(crate) fn reader(db: &Db, headers: &HeaderMap, query: Option<&str>) -> Result<Db, ApiError> {
     let invalid = |value: &str| {
         ApiError::invalid_request(
             StatusCode::BAD_REQUEST,
@@ -92,9 +88,9 @@ pub(crate) fn reader(
         }
     }
     Ok(if strong {
-        state.db.primary_only()
+        db.primary_only()
     } else {
-        state.db.clone()
+        db.clone()
     })
 }
 
@@ -104,7 +100,7 @@ async fn list(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Vec<Server>>, ApiError> {
     let Query(query) = query?;
-    let db = reader(&state, &headers, query.consistency.as_deref())?;
+    let db = state.reader(&headers, query.consistency.as_deref())?;
     state.ensure_schema().await?;
     let servers = store::list_servers(&db, query.name.as_deref()).await?;
     Ok(Json(servers))
@@ -140,7 +136,7 @@ async fn get_one(
 ) -> Result<Json<Server>, ApiError> {
     let Path(id) = id?;
     let Query(query) = query?;
-    let db = reader(&state, &headers, query.consistency.as_deref())?;
+    let db = state.reader(&headers, query.consistency.as_deref())?;
     state.ensure_schema().await?;
     Ok(Json(store::get_server(&db, id).await?))
 }

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{FromRef, Request};
+use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use resilient_tx::Db;
@@ -12,19 +13,19 @@ use resilient_tx::Db;
 use crate::auth::{self, BearerToken};
 use crate::errors::ApiError;
 use crate::store::Schema;
-use crate::{api, health, testing};
+use crate::{api, health};
 
-/// What every handler can reach. Cheap to clone: the `Db` and the rest are shared.
+/// What every handler can reach, the gateway's own and those added with
+/// [`serve_with`](crate::serve_with). Cheap to clone: the `Db` and the rest are
+/// shared.
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// The pool and retry policy every transaction runs on.
-    pub db: Db,
+    pub(crate) db: Db,
     /// The token `/api` requests must present.
-    pub token: BearerToken,
+    pub(crate) token: BearerToken,
     /// Whether the schema has been created.
-    pub schema: Arc<Schema>,
-    /// Whether the test routes' table has been created (with test endpoints on).
-    pub test_schema: Arc<Schema>,
+    pub(crate) schema: Arc<Schema>,
 }
 
 impl FromRef<AppState> for BearerToken {
@@ -34,24 +35,39 @@ impl FromRef<AppState> for BearerToken {
 }
 
 impl AppState {
-    /// Makes sure the schema exists before a request touches it; a database outage
-    /// here is reported like any other (503), never as a missing table.
+    /// The gateway's `Db`: pass it to a `#[retriable_tx]` function. Its read-only
+    /// calls run on the read replica when one is configured; [`AppState::reader`]
+    /// honours a request's `Consistency`.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Makes sure the registry's schema exists before a request touches it; a
+    /// database outage here is reported like any other (503), never as a missing
+    /// table.
     pub async fn ensure_schema(&self) -> Result<(), ApiError> {
         self.schema.ensure(&self.db).await.map_err(ApiError::from)
     }
+
+    /// The `Db` a read runs on: the primary when the request asks for `strong`
+    /// consistency (the `Consistency` header, or `query`, the value of a
+    /// `?consistency=` parameter), otherwise the default handle, whose read-only calls
+    /// use the replica if there is one. Any value but `strong` or `eventual` is a 400
+    /// `invalid_request`.
+    pub fn reader(&self, headers: &HeaderMap, query: Option<&str>) -> Result<Db, ApiError> {
+        api::reader(&self.db, headers, query)
+    }
 }
 
-/// The whole HTTP surface: `/api/...` behind the bearer token, `/health/...` open;
-/// `/api/test/...` only with `test_endpoints`.
-pub fn router(state: AppState, test_endpoints: bool) -> Router {
-    let mut api = api::routes();
-    if test_endpoints {
-        api = api.nest("/test", testing::routes());
-    }
-    let api = api.route_layer(middleware::from_fn_with_state(
-        state.token.clone(),
-        auth::require_token,
-    ));
+/// The whole HTTP surface: `/api/...` (the gateway's routes and `extra`) behind the
+/// bearer token, `/health/...` open.
+pub(crate) fn router(state: AppState, extra: Router<AppState>) -> Router {
+    let api = api::routes()
+        .merge(extra)
+        .route_layer(middleware::from_fn_with_state(
+            state.token.clone(),
+            auth::require_token,
+        ));
     Router::new()
         .nest("/api", api)
         .merge(health::routes())

@@ -1,5 +1,5 @@
-//! The gateway's settings, read from the environment or built in code (tests, the
-//! resilience suite).
+//! The gateway's settings, read from the environment or built in code (tests, or a
+//! program that embeds the gateway).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -11,6 +11,15 @@ pub const DEFAULT_PORT: u16 = 8080;
 /// Retries of one call when `RETRIES` is not set (the runtime's default).
 pub const DEFAULT_RETRIES: u32 = 5;
 
+/// Why a configuration without a database URL is refused when the gateway is built
+/// without the `local-db` feature: what to set instead.
+#[cfg_attr(feature = "local-db", allow(dead_code))]
+pub(crate) const MISSING_DATABASE_URL: &str = "DATABASE_URL is not set: set DATABASE_URL to \
+    the database to use and GATEWAY_TOKEN to the bearer token clients must send (e.g. \
+    DATABASE_URL='postgres://app:secret@db1:5432,db2:5432/app?target_session_attrs=read-write' \
+    GATEWAY_TOKEN=change-me), or build with `--features local-db` to get a throwaway local \
+    PostgreSQL server";
+
 /// Everything [`crate::serve`] needs to start the gateway.
 ///
 /// `Debug` hides the token and the database URL (which may carry a password).
@@ -18,7 +27,7 @@ pub const DEFAULT_RETRIES: u32 = 5;
 pub struct Config {
     /// libpq URI or key=value string; several hosts and `target_session_attrs` are
     /// understood. `None` starts a throwaway local PostgreSQL server for the process's
-    /// lifetime.
+    /// lifetime with the `local-db` feature, and is refused without it.
     pub database_url: Option<String>,
     /// A read replica (libpq URI or key=value, several hosts allowed) that serves the
     /// read-only routes; they fall back to the primary while it is unreachable, and a
@@ -39,10 +48,6 @@ pub struct Config {
     pub deadline: Duration,
     /// Most retries of one call after its first attempt; the deadline bounds them too.
     pub retries: u32,
-    /// Serve the `/api/test/...` routes the resilience suite drives (deadlocks, long
-    /// transactions, transfers between test accounts). Off by default: never in
-    /// production.
-    pub test_endpoints: bool,
     /// `application_name` of the gateway's database connections, unless the URL sets
     /// one. Operators (and tests) find the gateway's backends by it.
     pub application_name: String,
@@ -107,7 +112,6 @@ impl Config {
             statement_timeout: Some(Duration::from_secs(5)),
             deadline: Duration::from_secs(30),
             retries: DEFAULT_RETRIES,
-            test_endpoints: false,
             application_name: "gateway".to_owned(),
         }
     }
@@ -121,7 +125,7 @@ impl Config {
     ///
     /// | variable | meaning | default |
     /// |---|---|---|
-    /// | `DATABASE_URL` | database to use | a throwaway local server |
+    /// | `DATABASE_URL` | database to use | required; a throwaway local server with the `local-db` feature |
     /// | `DATABASE_REPLICA_URL` | read replica for the read-only routes | none: reads use the primary |
     /// | `GATEWAY_TOKEN` | bearer token for `/api` | required with `DATABASE_URL` |
     /// | `HOST` | address to listen on | `0.0.0.0` |
@@ -132,7 +136,6 @@ impl Config {
     /// | `STATEMENT_TIMEOUT_MS` | per-attempt timeout (0: none) | 5000 |
     /// | `DEADLINE_MS` | total budget of one call | 30000 |
     /// | `RETRIES` | most retries of one call (the deadline bounds them too) | 5 |
-    /// | `GATEWAY_TEST_ENDPOINTS` | `1` serves `/api/test/...` for the resilience suite | off |
     /// | `APPLICATION_NAME` | `application_name` of the connections | `gateway` |
     ///
     /// Empty values count as unset.
@@ -182,17 +185,6 @@ impl Config {
         if let Some(retries) = parse::<u32>(&var, "RETRIES")? {
             config.retries = retries;
         }
-        if let Some(value) = var("GATEWAY_TEST_ENDPOINTS") {
-            config.test_endpoints = match value.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" => false,
-                _ => {
-                    return Err(ConfigError(format!(
-                        "GATEWAY_TEST_ENDPOINTS must be 1 or 0, got {value:?}"
-                    )));
-                }
-            };
-        }
         if let Some(name) = var("APPLICATION_NAME") {
             config.application_name = name;
         }
@@ -220,6 +212,11 @@ impl Config {
                  replica)"
                     .to_owned(),
             ));
+        }
+        // Last, so the other mistakes are named first.
+        #[cfg(not(feature = "local-db"))]
+        if self.database_url.is_none() {
+            return Err(ConfigError(MISSING_DATABASE_URL.to_owned()));
         }
         Ok(())
     }
@@ -267,7 +264,6 @@ impl fmt::Debug for Config {
             .field("statement_timeout", &self.statement_timeout)
             .field("deadline", &self.deadline)
             .field("retries", &self.retries)
-            .field("test_endpoints", &self.test_endpoints)
             .field("application_name", &self.application_name)
             .finish()
     }
@@ -286,11 +282,35 @@ mod tests {
         Config::from_vars(|name| map.get(name).cloned())
     }
 
+    #[cfg(feature = "local-db")]
     #[test]
     fn nothing_set_means_a_throwaway_database_and_the_documented_defaults() {
         let config = from(&[]).expect("valid");
         assert_eq!(config.database_url, None);
         assert_eq!(config.token, None);
+        assert_documented_defaults(&config);
+    }
+
+    #[cfg(not(feature = "local-db"))]
+    #[test]
+    fn without_local_db_a_missing_database_url_says_what_to_set() {
+        let error = from(&[]).expect_err("no database");
+        for named in ["DATABASE_URL", "GATEWAY_TOKEN", "--features local-db"] {
+            assert!(error.0.contains(named), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_database_url_alone_gets_the_documented_defaults() {
+        let config = from(&[
+            ("DATABASE_URL", "postgres://db/app"),
+            ("GATEWAY_TOKEN", "t"),
+        ])
+        .expect("valid");
+        assert_documented_defaults(&config);
+    }
+
+    fn assert_documented_defaults(config: &Config) {
         assert_eq!(config.listen.port(), DEFAULT_PORT);
         assert_eq!(config.pool, PoolSettings::default());
         assert_eq!(config.pool.min_idle, 5);
@@ -300,10 +320,7 @@ mod tests {
         assert_eq!(config.deadline, Duration::from_secs(30));
         assert_eq!(config.database_replica_url, None);
         assert_eq!(config.retries, DEFAULT_RETRIES);
-        assert!(
-            !config.test_endpoints,
-            "the suite's routes are off by default"
-        );
+        assert_eq!(config.application_name, "gateway");
     }
 
     #[test]
@@ -325,7 +342,6 @@ mod tests {
             ("APPLICATION_NAME", "gw-test"),
             ("DATABASE_REPLICA_URL", "postgres://app@replica/app"),
             ("RETRIES", "12"),
-            ("GATEWAY_TEST_ENDPOINTS", "1"),
         ])
         .expect("valid");
         assert_eq!(
@@ -333,7 +349,6 @@ mod tests {
             Some("postgres://app@replica/app")
         );
         assert_eq!(config.retries, 12);
-        assert!(config.test_endpoints);
         assert_eq!(config.listen, "127.0.0.1:0".parse().expect("addr"));
         assert_eq!(config.pool.min_idle, 2);
         assert_eq!(config.pool.max_size, 4);
@@ -362,8 +377,6 @@ mod tests {
         }
         let error = from(&[("POOL_MIN_IDLE", "20")]).expect_err("min above max");
         assert!(error.0.contains("POOL_MIN_IDLE"), "{error}");
-        let error = from(&[("GATEWAY_TEST_ENDPOINTS", "maybe")]).expect_err("not a flag");
-        assert!(error.0.contains("GATEWAY_TEST_ENDPOINTS"), "{error}");
         let error =
             from(&[("DATABASE_REPLICA_URL", "postgres://r/app")]).expect_err("replica alone");
         assert!(error.0.contains("DATABASE_REPLICA_URL"), "{error}");

@@ -8,17 +8,9 @@
 //!   delete; bearer token required. [`store`] holds the transactions, [`errors`]
 //!   the error codes.
 //! * `/health/live`, `/health/ready`, `/health/status` — probes and pool status.
-//! * `/api/test/...` — routes only the resilience suite uses, served when
-//!   [`Config::test_endpoints`] is on ([`testing`]).
-//!
-//! [`resilience`] holds the thirteen cases of the resilience matrix (connection loss,
-//! pool, failover, transaction safety) as functions that start real PostgreSQL servers,
-//! inject the fault and return an observation; the tests and the `resilience` binary
-//! both run them.
 //!
 //! [`serve`] starts the whole application in-process and returns a [`Server`]
-//! handle, so tests and the resilience suite can run it against any database and
-//! pool settings:
+//! handle, so tests can run it against any database and pool settings:
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,6 +21,34 @@
 //! server.shutdown().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! [`serve_with`] does the same with routes of your own added under `/api`: they get
+//! the bearer token check, the access log and the gateway's [`AppState`] (its `Db`,
+//! the schema, the read-replica choice), and answer errors the way the rest of the API
+//! does ([`errors::ApiError`]):
+//!
+//! ```no_run
+//! use axum::extract::State;
+//! use axum::routing::get;
+//! use axum::{Json, Router};
+//! use gateway::AppState;
+//! use gateway::errors::ApiError;
+//!
+//! /// `GET /api/pool`: the pool's size, behind the token like the rest of `/api`.
+//! async fn pool(State(state): State<AppState>) -> Result<Json<u32>, ApiError> {
+//!     Ok(Json(state.db().pool_status().connections))
+//! }
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = gateway::Config::from_env()?;
+//! let server = gateway::serve_with(config, Router::new().route("/pool", get(pool))).await?;
+//! # server.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! With the `local-db` feature, a [`Config`] without a database URL starts a throwaway
+//! local PostgreSQL server for the process's lifetime (`cargo run -p gateway
+//! --features local-db`); without it, the URL is required.
 
 #![deny(missing_docs, missing_debug_implementations)]
 
@@ -38,27 +58,28 @@ mod auth;
 pub mod config;
 pub mod errors;
 mod health;
+#[cfg(feature = "local-db")]
 mod local_db;
 pub mod model;
-pub mod resilience;
 pub mod store;
-pub mod testing;
 
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
+use axum::Router;
 use resilient_tx::{Db, Policy, TxError};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use api::{CONSISTENCY, IDEMPOTENCY_KEY};
+pub use app::AppState;
 pub use config::{Config, ConfigError, PoolSettings};
 
-use app::AppState;
 use auth::BearerToken;
+#[cfg(feature = "local-db")]
 use local_db::LocalDatabase;
 use store::Schema;
 
@@ -71,7 +92,8 @@ pub enum StartError {
     Config(ConfigError),
     /// The database settings are invalid (for example a malformed URL).
     Database(TxError),
-    /// No `DATABASE_URL` and the throwaway local server could not start.
+    /// No `DATABASE_URL` and the throwaway local server could not start (only with
+    /// the `local-db` feature).
     LocalDatabase(io::Error),
     /// The listen address could not be bound.
     Bind(SocketAddr, io::Error),
@@ -108,6 +130,7 @@ pub struct Server {
     /// Dropping or sending on it starts the graceful shutdown.
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<io::Result<()>>,
+    #[cfg(feature = "local-db")]
     local: Option<LocalDatabase>,
 }
 
@@ -141,9 +164,13 @@ impl Server {
         &self.db
     }
 
-    /// The URL of the throwaway local database, when the gateway started one.
+    /// The URL of the throwaway local database, when the gateway started one (only
+    /// with the `local-db` feature; `None` otherwise).
     pub fn local_database_url(&self) -> Option<String> {
-        self.local.as_ref().map(LocalDatabase::url)
+        #[cfg(feature = "local-db")]
+        return self.local.as_ref().map(LocalDatabase::url);
+        #[cfg(not(feature = "local-db"))]
+        None
     }
 
     /// Stops accepting connections, waits for in-flight requests to finish, then
@@ -158,6 +185,7 @@ impl Server {
                 "the HTTP server task failed: {join_error}"
             ))),
         };
+        #[cfg(feature = "local-db")]
         if let Some(local) = self.local {
             local.stop().await;
         }
@@ -169,6 +197,17 @@ impl Server {
 /// database), starts the schema migration in the background and serves until the
 /// returned [`Server`] is shut down or dropped.
 pub async fn serve(config: Config) -> Result<Server, StartError> {
+    serve_with(config, Router::new()).await
+}
+
+/// [`serve`], with `routes` of the caller's own served under `/api` next to the
+/// gateway's: behind the same bearer token and access log, with the gateway's
+/// [`AppState`] (`State<AppState>` in a handler reaches its `Db`), and the same
+/// not-found and method-not-allowed answers. Paths are relative to `/api`
+/// (`/reports` is served as `/api/reports`) and must not repeat the gateway's own
+/// (`/servers`, `/servers/{id}`): axum refuses overlapping routes with a panic while
+/// the router is built, before anything is served.
+pub async fn serve_with(config: Config, routes: Router<AppState>) -> Result<Server, StartError> {
     config.validate().map_err(StartError::Config)?;
     // Bind first: a port in use should not cost a throwaway database.
     let listener = TcpListener::bind(config.listen)
@@ -178,15 +217,9 @@ pub async fn serve(config: Config) -> Result<Server, StartError> {
         .local_addr()
         .map_err(|e| StartError::Bind(config.listen, e))?;
 
+    #[cfg(feature = "local-db")]
     let (local, url, token) = match config.database_url.clone() {
-        Some(url) => {
-            let token = config.token.clone().ok_or_else(|| {
-                StartError::Config(ConfigError(
-                    "a bearer token is required with DATABASE_URL".to_owned(),
-                ))
-            })?;
-            (None, url, token)
-        }
+        Some(url) => (None, url, required_token(&config)?),
         None => {
             let local = LocalDatabase::start()
                 .await
@@ -196,13 +229,26 @@ pub async fn serve(config: Config) -> Result<Server, StartError> {
             (Some(local), url, token)
         }
     };
+    #[cfg(not(feature = "local-db"))]
+    let (url, token) = match config.database_url.clone() {
+        Some(url) => (url, required_token(&config)?),
+        // `validate` refuses this already; kept so the invariant does not rest on it.
+        None => {
+            return Err(StartError::Config(ConfigError(
+                config::MISSING_DATABASE_URL.to_owned(),
+            )));
+        }
+    };
+    #[cfg(feature = "local-db")]
+    let throwaway = local.is_some();
+    #[cfg(not(feature = "local-db"))]
+    let throwaway = false;
 
     let db = open_db(&config, &url).await?;
     let state = AppState {
         db: db.clone(),
         token: BearerToken::new(token),
         schema: Arc::new(Schema::default()),
-        test_schema: Arc::new(Schema::default()),
     };
     // Best effort: with the database up the schema is ready before the first
     // request; with it down, requests and readiness probes retry the migration.
@@ -216,7 +262,7 @@ pub async fn serve(config: Config) -> Result<Server, StartError> {
     }
 
     let (shutdown, shutdown_requested) = oneshot::channel::<()>();
-    let router = app::router(state.clone(), config.test_endpoints);
+    let router = app::router(state.clone(), routes);
     let task = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
@@ -227,7 +273,7 @@ pub async fn serve(config: Config) -> Result<Server, StartError> {
     });
     tracing::info!(
         %addr,
-        database = if local.is_some() { "throwaway local server" } else { "DATABASE_URL" },
+        database = if throwaway { "throwaway local server" } else { "DATABASE_URL" },
         min_idle = config.pool.min_idle,
         max_size = config.pool.max_size,
         pool_timeout_ms = config.pool.pool_timeout.as_millis(),
@@ -235,7 +281,6 @@ pub async fn serve(config: Config) -> Result<Server, StartError> {
         deadline_ms = config.deadline.as_millis(),
         retries = config.retries,
         read_replica = config.database_replica_url.is_some(),
-        test_endpoints = config.test_endpoints,
         "gateway listening"
     );
     Ok(Server {
@@ -244,7 +289,17 @@ pub async fn serve(config: Config) -> Result<Server, StartError> {
         db,
         shutdown,
         task,
+        #[cfg(feature = "local-db")]
         local,
+    })
+}
+
+/// The configured token, which a real database URL needs.
+fn required_token(config: &Config) -> Result<String, StartError> {
+    config.token.clone().ok_or_else(|| {
+        StartError::Config(ConfigError(
+            "a bearer token is required with DATABASE_URL".to_owned(),
+        ))
     })
 }
 

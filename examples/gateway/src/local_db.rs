@@ -1,6 +1,7 @@
-//! The throwaway PostgreSQL server the gateway starts when no `DATABASE_URL` is set,
-//! so `cargo run -p gateway` works on a machine with PostgreSQL installed and nothing
-//! configured. Its data lives in a temporary directory and is deleted on shutdown.
+//! The throwaway PostgreSQL server the gateway starts when no `DATABASE_URL` is set
+//! (feature `local-db`), so `cargo run -p gateway --features local-db` works on a
+//! machine with PostgreSQL installed and nothing configured. Its data lives in a
+//! temporary directory and is deleted on shutdown.
 
 use std::io;
 

@@ -1,12 +1,18 @@
 //! The gateway over real HTTP against a real PostgreSQL server: authentication, the
 //! CRUD routes and their error codes, idempotent creates, a start while the database
-//! is down, read-your-writes, and the test routes being off by default. The resilience
-//! matrix's thirteen cases are in `resilience.rs`.
+//! is down, read-your-writes, routes added with `serve_with`, and a configuration
+//! without a database. The resilience matrix's thirteen cases are in the `resilience`
+//! crate (`examples/resilience`).
 
 use std::future::Future;
 use std::time::Duration;
 
-use gateway::{Config, Server};
+use axum::Router;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::get;
+use gateway::errors::ApiError;
+use gateway::{AppState, Config, Server};
 use resilient_tx_testkit::{PgCluster, init_tracing};
 use serde_json::{Value, json};
 
@@ -92,14 +98,19 @@ async fn within<F: Future>(body: F) -> F::Output {
 impl App {
     /// A fresh PostgreSQL server with the gateway in front of it.
     async fn start() -> App {
+        App::start_with(Router::new()).await
+    }
+
+    /// [`App::start`], with `routes` added under `/api`.
+    async fn start_with(routes: Router<AppState>) -> App {
         init_tracing();
         let cluster = PgCluster::start().await.expect("start PostgreSQL");
-        App::serve(cluster).await
+        App::serve(cluster, routes).await
     }
 
     /// The gateway in front of `cluster`, which may be stopped.
-    async fn serve(cluster: PgCluster) -> App {
-        let server = gateway::serve(test_config(&cluster.url()))
+    async fn serve(cluster: PgCluster, routes: Router<AppState>) -> App {
+        let server = gateway::serve_with(test_config(&cluster.url()), routes)
             .await
             .expect("start the gateway");
         let http = reqwest::Client::builder()
@@ -539,7 +550,7 @@ async fn starts_while_the_database_is_down_and_migrates_when_it_comes_back() {
             .await
             .expect("stop it before the gateway starts");
         // Started exactly as in production: `serve` does not wait for the database.
-        let app = App::serve(cluster).await;
+        let app = App::serve(cluster, Router::new()).await;
 
         let ready = app.get("/health/ready").await;
         ready.assert_error(503, "database_unavailable");
@@ -570,9 +581,51 @@ async fn starts_while_the_database_is_down_and_migrates_when_it_comes_back() {
     .await;
 }
 
-/// The suite's routes exist only with `test_endpoints` on.
+/// `GET /api/count`: how many servers are registered, read like the gateway's own
+/// reads (schema first, `Consistency` honoured).
+async fn count_servers(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<String, ApiError> {
+    let db = state.reader(&headers, None)?;
+    state.ensure_schema().await?;
+    let servers = gateway::store::list_servers(&db, None).await?;
+    Ok(servers.len().to_string())
+}
+
+/// Routes added with `serve_with` are served under `/api`, behind the token, with the
+/// gateway's `Db` and error answers; the gateway's own routes are unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn test_routes_are_off_by_default() {
+async fn serve_with_adds_routes_under_api_behind_the_token() {
+    within(async {
+        let app = App::start_with(Router::new().route("/count", get(count_servers))).await;
+        app.send(app.http.get(app.url("/api/count")))
+            .await
+            .assert_error(401, "unauthorized");
+        app.create("alpha", "http://a").await;
+        let count = app
+            .send(app.request(reqwest::Method::GET, "/api/count"))
+            .await;
+        assert_eq!((count.status, &count.body), (200, &json!(1)), "{count:?}");
+        app.send(
+            app.request(reqwest::Method::GET, "/api/count")
+                .header("Consistency", "maybe"),
+        )
+        .await
+        .assert_error(400, "invalid_request");
+        app.send(app.request(reqwest::Method::DELETE, "/api/count"))
+            .await
+            .assert_error(405, "method_not_allowed");
+        app.get("/api/counts").await.assert_error(404, "not_found");
+        assert_eq!(names(&app.get("/api/servers").await.body), ["alpha"]);
+        app.finish().await;
+    })
+    .await;
+}
+
+/// The routes the resilience suite adds are not part of the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_test_routes_are_served() {
     within(async {
         let app = App::start().await;
         app.post("/api/test/sleep", json!({ "seconds": 0.1 }))
@@ -582,6 +635,50 @@ async fn test_routes_are_off_by_default() {
             .await
             .assert_error(404, "not_found");
         app.finish().await;
+    })
+    .await;
+}
+
+/// Without the `local-db` feature a configuration without a database is refused with
+/// a sentence that says what to set, before anything is started.
+#[cfg(not(feature = "local-db"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_database_url_the_gateway_says_what_to_set() {
+    let mut config = test_config("postgres://unused");
+    config.database_url = None;
+    let error = gateway::serve(config).await.expect_err("no database");
+    let message = error.to_string();
+    for named in ["DATABASE_URL", "GATEWAY_TOKEN", "--features local-db"] {
+        assert!(message.contains(named), "{message}");
+    }
+}
+
+/// With the `local-db` feature a configuration without a database starts a throwaway
+/// local server, generates a token, serves on it, and removes the server on shutdown.
+#[cfg(feature = "local-db")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_database_url_a_throwaway_server_is_started() {
+    within(async {
+        init_tracing();
+        let mut config = test_config("postgres://unused");
+        config.database_url = None;
+        config.token = None;
+        let server = gateway::serve(config)
+            .await
+            .expect("start on a throwaway server");
+        assert!(server.local_database_url().is_some());
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("HTTP client");
+        let list = http
+            .get(format!("{}/api/servers", server.url()))
+            .bearer_auth(server.token())
+            .send()
+            .await
+            .expect("the gateway answers");
+        assert_eq!(list.status().as_u16(), 200);
+        server.shutdown().await.expect("clean shutdown");
     })
     .await;
 }

@@ -1,6 +1,7 @@
 //! The runtime against real PostgreSQL servers: one module per family of failures,
 //! each test named after the behaviour it proves.
 
+mod cancellation;
 mod common;
 mod config;
 mod conflicts;
@@ -8,4 +9,6 @@ mod connection_loss;
 mod failover;
 mod idempotency;
 mod safety;
+mod statements;
 mod verification;
+mod wrapped_errors;

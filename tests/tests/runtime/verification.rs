@@ -423,3 +423,61 @@ async fn by_status_a_silent_network_until_the_deadline_is_commit_unknown_with_th
         .get(0);
     assert_eq!(status, "committed", "{message}");
 }
+
+#[retriable_tx(timeout = "1s", deadline = "6s")]
+async fn add_event_once(tx: &mut Tx<'_>, runs: &AtomicU32) -> Result<(), TxError> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    tx.execute("INSERT INTO events(note) VALUES ('sync')", &[])
+        .await?;
+    Ok(())
+}
+
+/// Synchronous replication stalls (a standby is required and none is there): COMMIT
+/// waits on the server, the client's timer gives up on it, and verification by
+/// transaction status finds the transaction in progress. Ending that backend would
+/// make the server report the COMMIT "committed locally" (applied, but not on any
+/// standby, so a failover loses it) and the call would claim success. It is left to
+/// finish instead: `CommitUnknown` at the deadline, the backend still waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_status_a_commit_waiting_for_a_synchronous_standby_is_never_cut_short() {
+    let cluster = cluster().await;
+    exec(&cluster, SCHEMA).await;
+    let url = with_app_name(&cluster.url(), "sync-stalled");
+    let db = single_connection_db(&url, CommitVerification::TransactionId).await;
+    let runs = AtomicU32::new(0);
+    add_event_once(&db, &runs).await.expect("before the stall");
+    cluster
+        .alter_system("synchronous_standby_names", "nobody")
+        .await
+        .expect("require a standby");
+
+    let started = Instant::now();
+    let error = add_event_once(&db, &runs)
+        .await
+        .expect_err("nothing may be claimed while COMMIT waits for a standby");
+    let elapsed = started.elapsed();
+    assert_eq!(error.kind(), ErrorKind::CommitUnknown, "{error}");
+    assert!(
+        error.to_string().contains("COMMIT was still running"),
+        "the error says why: {error}"
+    );
+    assert!(
+        elapsed >= Duration::from_secs(5),
+        "it waited for the COMMIT until the 6 s deadline: {elapsed:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "never run again");
+    let waiting = scalar(
+        &cluster,
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE application_name = 'sync-stalled' AND wait_event = 'SyncRep'",
+    )
+    .await;
+    assert_eq!(waiting, 1, "the COMMIT was not cut short");
+
+    cluster
+        .alter_system_reset("synchronous_standby_names")
+        .await
+        .expect("release the standby requirement");
+    add_event_once(&db, &runs).await.expect("after the stall");
+    assert_eq!(scalar(&cluster, "SELECT count(*) FROM events").await, 3);
+}

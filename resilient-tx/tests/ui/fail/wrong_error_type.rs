@@ -1,4 +1,7 @@
-use resilient_tx::{Tx, retriable_tx};
+//! An error type with neither `From<TxError>` nor `AsTxError` is one error, on the
+//! type, saying what works; the call site sees none.
+
+use resilient_tx::{Db, Tx, retriable_tx};
 
 #[derive(Debug)]
 enum AppError {
@@ -11,4 +14,10 @@ async fn find(tx: &mut Tx<'_>) -> Result<u64, AppError> {
     Err(AppError::NotFound)
 }
 
-fn main() {}
+async fn caller(db: &Db) -> Result<u64, AppError> {
+    find(db).await
+}
+
+fn main() {
+    let _ = caller;
+}

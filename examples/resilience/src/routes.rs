@@ -1,0 +1,303 @@
+//! Routes that exist only for the resilience suite, under `/api/test/`: the suite adds
+//! them to every gateway it starts with [`gateway::serve_with`], so they sit behind the
+//! same bearer token as the rest of `/api` and share its `Db`, error answers and
+//! `Consistency` handling. They work on a table of their own, `gateway_test_accounts`,
+//! never on the registry's data.
+//!
+//! | method | path | what it does |
+//! |---|---|---|
+//! | PUT | `/api/test/accounts` `[{"id","balance"}]` | replaces every test account (200, the accounts) |
+//! | GET | `/api/test/accounts` | every account, in one read-only transaction (replica unless `Consistency: strong`) |
+//! | POST | `/api/test/transfer` `{"from","to","amount","pause_ms"?,"label"?}` | debits `from`, pauses, credits `to`, in one transaction: two requests in opposite directions deadlock (TX-01); a cut between the two updates must leave nothing partial (TX-03); a reader must never see the sum change (FO-02) |
+//! | POST | `/api/test/sleep` `{"seconds","steps"?,"lock_account"?}` | a long transaction: adds 1 to `lock_account` (holding its row lock), then `steps` times `pg_sleep(seconds)` (CP-01, CP-02, TX-02) |
+//!
+//! The database code is `#[retriable_tx]` like the rest of the gateway's, so the
+//! routes show what the runtime does with deadlocks, timeouts and cut connections.
+//! `label` is stored by each update (`"<label>:debit"`, `"<label>:credit"`), which lets a
+//! fault proxy recognise one statement by its parameters.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use gateway::AppState;
+use gateway::errors::ApiError;
+use gateway::store::StoreError;
+use resilient_tx::tokio_postgres::Row;
+use resilient_tx::{Db, Tx, TxError, retriable_tx};
+use serde::{Deserialize, Serialize};
+
+/// The test routes, relative to `/api`, for [`gateway::serve_with`]. Each call makes a
+/// router of its own, for one gateway (one database).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/test/accounts", get(list_accounts).put(replace_accounts))
+        .route("/test/transfer", post(transfer))
+        .route("/test/sleep", post(sleep))
+        .layer(Extension(Arc::new(TestTable::default())))
+}
+
+/// Whether the test table has been created on this gateway's database.
+#[derive(Debug, Default)]
+struct TestTable {
+    ready: AtomicBool,
+}
+
+/// Query of the accounts read.
+#[derive(Debug, Deserialize)]
+struct ReadQuery {
+    /// `strong` reads from the primary.
+    consistency: Option<String>,
+}
+
+/// The test table.
+const SCHEMA: &str = "
+    SET LOCAL client_min_messages = warning;
+    SELECT pg_advisory_xact_lock(1734439014);
+    CREATE TABLE IF NOT EXISTS gateway_test_accounts (
+        id bigint PRIMARY KEY,
+        balance bigint NOT NULL,
+        last_transfer text
+    );
+";
+
+/// Longest a transfer may pause between its two updates, and a sleep may last.
+const MAX_PAUSE_SECONDS: f64 = 60.0;
+
+/// One test account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// Chosen by the caller.
+    pub id: i64,
+    /// Any amount, negative included.
+    pub balance: i64,
+}
+
+/// Body of `POST /api/test/transfer`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transfer {
+    /// Account debited first.
+    pub from: i64,
+    /// Account credited second.
+    pub to: i64,
+    /// Amount moved.
+    pub amount: i64,
+    /// Pause between the two updates, holding the first row's lock.
+    #[serde(default)]
+    pub pause_ms: u64,
+    /// Stored by both updates (`<label>:debit`, `<label>:credit`).
+    #[serde(default = "default_label")]
+    pub label: String,
+}
+
+fn default_label() -> String {
+    "transfer".to_owned()
+}
+
+/// Answer of a transfer: both accounts after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transferred {
+    /// The debited account.
+    pub from: Account,
+    /// The credited account.
+    pub to: Account,
+}
+
+/// Body of `POST /api/test/sleep`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sleep {
+    /// Length of each `pg_sleep`.
+    pub seconds: f64,
+    /// How many `pg_sleep` statements, one after the other (default 1).
+    #[serde(default = "one")]
+    pub steps: u32,
+    /// Account whose row is updated (and locked) first.
+    #[serde(default)]
+    pub lock_account: Option<i64>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::invalid_request(StatusCode::UNPROCESSABLE_ENTITY, message)
+}
+
+/// Creates the test table once per gateway (per database, as a gateway has one).
+async fn ensure(state: &AppState, table: &TestTable) -> Result<(), ApiError> {
+    state.ensure_schema().await?;
+    if table.ready.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    migrate(state.db()).await.map_err(ApiError::from)?;
+    table.ready.store(true, Ordering::Release);
+    Ok(())
+}
+
+#[retriable_tx(retries = 3)]
+async fn migrate(tx: &mut Tx<'_>) -> Result<(), TxError> {
+    tx.batch_execute(SCHEMA).await
+}
+
+fn account_from_row(row: &Row) -> Result<Account, StoreError> {
+    let decode = |e: resilient_tx::tokio_postgres::Error| StoreError::Decode(e.to_string());
+    Ok(Account {
+        id: row.try_get(0).map_err(decode)?,
+        balance: row.try_get(1).map_err(decode)?,
+    })
+}
+
+/// Every account, ordered by id, in one snapshot.
+#[retriable_tx(read_only)]
+pub async fn accounts(tx: &mut Tx<'_>) -> Result<Vec<Account>, StoreError> {
+    let rows = tx
+        .query(
+            "SELECT id, balance FROM gateway_test_accounts ORDER BY id",
+            &[],
+        )
+        .await?;
+    rows.iter().map(account_from_row).collect()
+}
+
+/// Replaces every account; running it twice gives the same table.
+#[retriable_tx(idempotent)]
+pub async fn set_accounts(tx: &mut Tx<'_>, accounts: &[Account]) -> Result<(), StoreError> {
+    tx.execute("DELETE FROM gateway_test_accounts", &[]).await?;
+    for account in accounts {
+        tx.execute(
+            "INSERT INTO gateway_test_accounts (id, balance) VALUES ($1, $2)",
+            &[&account.id, &account.balance],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Debits, pauses, credits: two updates in one transaction, in the caller's order.
+#[retriable_tx]
+pub async fn move_amount(tx: &mut Tx<'_>, t: &Transfer) -> Result<Transferred, StoreError> {
+    let debit_label = format!("{}:debit", t.label);
+    let credit_label = format!("{}:credit", t.label);
+    let from = tx
+        .query_opt(
+            "UPDATE gateway_test_accounts SET balance = balance - $2, last_transfer = $3 \
+             WHERE id = $1 RETURNING id, balance",
+            &[&t.from, &t.amount, &debit_label],
+        )
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    if t.pause_ms > 0 {
+        let seconds = t.pause_ms as f64 / 1000.0;
+        tx.execute("SELECT pg_sleep($1::float8)", &[&seconds])
+            .await?;
+    }
+    let to = tx
+        .query_opt(
+            "UPDATE gateway_test_accounts SET balance = balance + $2, last_transfer = $3 \
+             WHERE id = $1 RETURNING id, balance",
+            &[&t.to, &t.amount, &credit_label],
+        )
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    Ok(Transferred {
+        from: account_from_row(&from)?,
+        to: account_from_row(&to)?,
+    })
+}
+
+/// A long transaction: locks `lock_account` (adding 1 to it), then sleeps.
+#[retriable_tx]
+pub async fn hold(
+    tx: &mut Tx<'_>,
+    seconds: f64,
+    steps: u32,
+    lock_account: Option<i64>,
+) -> Result<(), StoreError> {
+    if let Some(id) = lock_account {
+        let updated = tx
+            .execute(
+                "UPDATE gateway_test_accounts SET balance = balance + 1 WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        if updated == 0 {
+            return Err(StoreError::NotFound);
+        }
+    }
+    for _ in 0..steps {
+        tx.execute("SELECT pg_sleep($1::float8)", &[&seconds])
+            .await?;
+    }
+    Ok(())
+}
+
+async fn list_accounts(
+    State(state): State<AppState>,
+    Extension(table): Extension<Arc<TestTable>>,
+    headers: HeaderMap,
+    query: Result<Query<ReadQuery>, QueryRejection>,
+) -> Result<Json<Vec<Account>>, ApiError> {
+    let Query(query) = query?;
+    let db: Db = state.reader(&headers, query.consistency.as_deref())?;
+    ensure(&state, &table).await?;
+    Ok(Json(accounts(&db).await?))
+}
+
+async fn replace_accounts(
+    State(state): State<AppState>,
+    Extension(table): Extension<Arc<TestTable>>,
+    body: Result<Json<Vec<Account>>, JsonRejection>,
+) -> Result<Json<Vec<Account>>, ApiError> {
+    let Json(mut new) = body?;
+    new.sort_by_key(|a| a.id);
+    if new.windows(2).any(|w| w[0].id == w[1].id) {
+        return Err(invalid("account ids must be unique"));
+    }
+    ensure(&state, &table).await?;
+    set_accounts(state.db(), &new).await?;
+    Ok(Json(new))
+}
+
+async fn transfer(
+    State(state): State<AppState>,
+    Extension(table): Extension<Arc<TestTable>>,
+    body: Result<Json<Transfer>, JsonRejection>,
+) -> Result<Json<Transferred>, ApiError> {
+    let Json(t) = body?;
+    if t.from == t.to {
+        return Err(invalid("from and to must differ"));
+    }
+    if t.pause_ms as f64 / 1000.0 > MAX_PAUSE_SECONDS {
+        return Err(invalid("pause_ms is at most 60000"));
+    }
+    if t.label.is_empty() || t.label.len() > 100 {
+        return Err(invalid("label must be 1 to 100 bytes"));
+    }
+    ensure(&state, &table).await?;
+    Ok(Json(move_amount(state.db(), &t).await?))
+}
+
+async fn sleep(
+    State(state): State<AppState>,
+    Extension(table): Extension<Arc<TestTable>>,
+    body: Result<Json<Sleep>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(s) = body?;
+    if !(0.0..=MAX_PAUSE_SECONDS).contains(&s.seconds) || s.steps == 0 || s.steps > 100 {
+        return Err(invalid(
+            "seconds must be within 0..=60 and steps within 1..=100",
+        ));
+    }
+    ensure(&state, &table).await?;
+    hold(state.db(), s.seconds, s.steps, s.lock_account).await?;
+    Ok(Json(
+        serde_json::json!({ "slept_seconds": s.seconds * f64::from(s.steps) }),
+    ))
+}

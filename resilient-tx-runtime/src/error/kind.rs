@@ -1,0 +1,48 @@
+//! [`ErrorKind`]: what a caller can act on.
+
+use std::fmt;
+
+/// What kind of failure a [`TxError`](super::TxError) is, in terms a caller can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The database could not be reached or the connection was lost, and retries or the
+    /// deadline are spent. Usually worth a `503` with `Retry-After`.
+    Unavailable,
+    /// No pooled connection became free within the pool timeout while the database
+    /// answers: the application is busier than its pool.
+    PoolExhausted,
+    /// A statement or an attempt ran past its timeout.
+    Timeout,
+    /// Serialization failures or deadlocks kept happening until retries were spent.
+    Conflict,
+    /// The connection was lost while COMMIT was in flight and the outcome could not be
+    /// determined: the transaction may or may not have been applied.
+    CommitUnknown,
+    /// The server rejected the work for a reason retrying cannot fix (constraint,
+    /// syntax, permission, a result of unexpected shape …).
+    Database,
+    /// The configuration is invalid (for example a malformed database URL).
+    Config,
+}
+
+impl ErrorKind {
+    /// A short stable name (`"unavailable"`, `"pool_exhausted"`, …) for logs and APIs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::PoolExhausted => "pool_exhausted",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::CommitUnknown => "commit_unknown",
+            ErrorKind::Database => "database",
+            ErrorKind::Config => "config",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

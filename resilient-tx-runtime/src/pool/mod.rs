@@ -1,0 +1,218 @@
+//! The pool: bb8 over the runtime's own connection [`manager`], checkouts that replace
+//! stale connections without an error and without a round trip in the common case, a
+//! pool timeout turned into an error that says whether the database is down or the
+//! pool is merely busy, and [`Session`]s for work outside a transaction attempt.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bb8::{PooledConnection, RunError};
+use tokio_postgres::SimpleQueryMessage;
+
+use crate::classify::{Phase, client_timeout, human};
+use crate::connection::StatementPolicy;
+use crate::error::{Failure, TxError};
+use crate::metrics::Counters;
+use crate::tls::{TlsConnector, TlsParams};
+
+mod health;
+mod manager;
+mod session;
+mod status;
+
+pub(crate) use health::PoolHealth;
+pub(crate) use session::Session;
+pub use status::PoolStatus;
+
+use manager::Manager;
+
+/// How a pool opens and keeps connections.
+#[derive(Debug, Clone)]
+pub(crate) struct PoolSettings {
+    pub(crate) max_size: u32,
+    pub(crate) min_idle: Option<u32>,
+    pub(crate) pool_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) max_lifetime: Option<Duration>,
+    /// Shared by every pool of the `Db`: whether statements are named and cached,
+    /// and when every cache must be dropped.
+    pub(crate) statements: Arc<StatementPolicy>,
+    /// Settings sent to the server with every connect (`-c name=value …`).
+    pub(crate) server_settings: Option<String>,
+}
+
+/// A checked-out connection.
+pub(crate) type Pooled<'a> = PooledConnection<'a, Manager>;
+
+/// The pool and what it knows about the database.
+pub(crate) struct Pool {
+    pool: bb8::Pool<Manager>,
+    pub(crate) health: Arc<PoolHealth>,
+    counters: Arc<Counters>,
+    max_size: u32,
+    pub(crate) pool_timeout: Duration,
+    /// The URL asks for a writable server: a suspect connection is checked for that.
+    requires_writable: bool,
+    /// Callers waiting in `acquire`. bb8's own count of pending gets never goes down
+    /// for a get that was abandoned (as `acquire` does when a connect fails), so the
+    /// wrapper keeps its own.
+    waiting: AtomicU64,
+}
+
+/// Counts one waiting caller for as long as it lives.
+struct Waiting<'a>(&'a AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn new(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Waiting(counter)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Pool {
+    /// A pool of connections to `hosts` (one config per host of the URL, tried in
+    /// order, each with its `sslmode` set), over TLS as `tls` says. Opens nothing yet:
+    /// connections are made on demand.
+    pub(crate) fn new(
+        hosts: Vec<tokio_postgres::Config>,
+        tls: (TlsParams, TlsConnector),
+        settings: &PoolSettings,
+        counters: &Arc<Counters>,
+    ) -> Pool {
+        let requires_writable = hosts.iter().any(|config| {
+            config.get_target_session_attrs()
+                == tokio_postgres::config::TargetSessionAttrs::ReadWrite
+        });
+        let health = Arc::new(PoolHealth::default());
+        let manager = Manager {
+            hosts,
+            connect_timeout: settings.connect_timeout,
+            health: health.clone(),
+            counters: counters.clone(),
+            statements: settings.statements.clone(),
+            tls,
+            server_settings: settings.server_settings.clone(),
+            server_settings_refused: Default::default(),
+        };
+        let pool = bb8::Pool::builder()
+            .max_size(settings.max_size)
+            .min_idle(settings.min_idle)
+            .connection_timeout(settings.pool_timeout)
+            .idle_timeout(settings.idle_timeout)
+            .max_lifetime(settings.max_lifetime)
+            // A round trip per checkout is the cost this runtime avoids; stale
+            // connections are caught at checkout instead.
+            .test_on_check_out(false)
+            // One connect per attempt: the attempt loop paces reconnects with its own
+            // backoff, deadline and retry budget.
+            .retry_connection(false)
+            .build_unchecked(manager);
+        Pool {
+            pool,
+            health,
+            counters: counters.clone(),
+            max_size: settings.max_size,
+            pool_timeout: settings.pool_timeout,
+            requires_writable,
+            waiting: AtomicU64::new(0),
+        }
+    }
+
+    /// A connection for work outside a transaction attempt, within `bound`.
+    pub(crate) async fn session(&self, bound: Duration) -> Result<Session<'_>, TxError> {
+        Ok(Session::new(self.acquire(bound).await?))
+    }
+
+    /// Checks out a usable connection within `bound`.
+    ///
+    /// A connection whose socket is known closed is discarded and replaced at no cost.
+    /// After a sign of trouble (a lost connection, a read-only server) connections that
+    /// predate it are checked with one round trip each, once; otherwise there is no
+    /// round trip at checkout.
+    pub(crate) async fn acquire(&self, bound: Duration) -> Result<Pooled<'_>, TxError> {
+        let deadline = tokio::time::Instant::now() + bound;
+        let _waiting = Waiting::new(&self.waiting);
+        // Every replacement removes one connection, so the pool runs out of stale ones
+        // after max_size rounds; the extra round is the fresh connection.
+        for _ in 0..=self.max_size {
+            let mut failures = self.health.watch_connect_failures();
+            let checkout = async {
+                tokio::select! {
+                    got = self.pool.get() => got.map_err(|e| match e {
+                        RunError::User(error) => error,
+                        RunError::TimedOut => self.timeout_error(bound),
+                    }),
+                    // A connect made on our behalf failed: say so now rather than
+                    // when the pool timeout runs out.
+                    Ok(()) = failures.changed() => Err(self.timeout_error(bound)),
+                }
+            };
+            let mut conn = match tokio::time::timeout_at(deadline, checkout).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(error)) => return Err(error),
+                Err(_) => return Err(self.timeout_error(bound)),
+            };
+            if conn.is_unusable() {
+                conn.condemn();
+                self.counters.stale_connection_replaced();
+                continue;
+            }
+            if self.health.is_suspect(conn.verified_at) {
+                match tokio::time::timeout_at(deadline, self.verify(&mut conn)).await {
+                    Ok(true) => conn.verified_at = Instant::now(),
+                    Ok(false) | Err(_) => {
+                        conn.condemn();
+                        self.counters.stale_connection_replaced();
+                        continue;
+                    }
+                }
+            }
+            return Ok(conn);
+        }
+        Err(self.timeout_error(bound))
+    }
+
+    /// One round trip proving the connection works (and, where the URL requires it,
+    /// that the server still accepts writes).
+    async fn verify(&self, conn: &mut Pooled<'_>) -> bool {
+        if !self.requires_writable {
+            return conn.client.simple_query("").await.is_ok();
+        }
+        match conn.client.simple_query("SHOW transaction_read_only").await {
+            Ok(messages) => messages
+                .iter()
+                .any(|m| matches!(m, SimpleQueryMessage::Row(row) if row.get(0) == Some("off"))),
+            Err(_) => false,
+        }
+    }
+
+    /// Why no connection came within `bound`: the database is unreachable (say why),
+    /// or every connection is busy.
+    fn timeout_error(&self, bound: Duration) -> TxError {
+        if let Some(cause) = self.health.current_connect_error() {
+            return cause;
+        }
+        let state = self.pool.state();
+        if state.connections >= self.max_size && state.idle_connections == 0 {
+            return TxError::new(
+                Failure::PoolExhausted,
+                format!(
+                    "no database connection became free within {}: all {} pooled connections \
+                     are in use (the database answers; the load needs a larger pool or \
+                     shorter transactions)",
+                    human(bound.min(self.pool_timeout)),
+                    self.max_size
+                ),
+            );
+        }
+        client_timeout(Phase::Connect, bound)
+    }
+}

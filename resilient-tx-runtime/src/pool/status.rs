@@ -1,0 +1,34 @@
+//! Snapshots of the pool for status endpoints.
+
+use super::Pool;
+
+/// The pool at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+#[must_use]
+pub struct PoolStatus {
+    /// Most connections the pool opens.
+    pub max_size: u32,
+    /// Connections open or being opened.
+    pub connections: u32,
+    /// Connections waiting in the pool.
+    pub idle: u32,
+    /// Connections checked out by calls.
+    pub in_use: u32,
+    /// Callers waiting for a connection.
+    pub waiting: u64,
+}
+
+impl Pool {
+    /// A snapshot of this pool.
+    pub(crate) fn status(&self) -> PoolStatus {
+        let state = self.pool.state();
+        PoolStatus {
+            max_size: self.max_size,
+            connections: state.connections,
+            idle: state.idle_connections,
+            in_use: state.connections.saturating_sub(state.idle_connections),
+            waiting: self.waiting.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+}
