@@ -27,7 +27,10 @@ pub const POOL_SIZE: u32 = 8;
 /// each, named in the rows; `Off` is the baseline the others are priced against.
 /// A new method is one more entry here.
 pub const VERIFICATIONS: &[(&str, CommitVerification)] = &[
-    ("by fenced counter (the default)", CommitVerification::FencedCounter),
+    (
+        "by fenced counter (the default)",
+        CommitVerification::FencedCounter,
+    ),
     ("by marker row", CommitVerification::MarkerRow),
     ("by transaction status", CommitVerification::TransactionId),
     ("verification off", CommitVerification::Off),

@@ -181,8 +181,7 @@ async fn marker_verification_is_not_fooled_by_its_own_lost_probe() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counter_verification_is_not_fooled_by_its_own_lost_probe() {
-    verification_survives_its_own_lost_probe(CommitVerification::FencedCounter, "FOR UPDATE")
-        .await;
+    verification_survives_its_own_lost_probe(CommitVerification::FencedCounter, "FOR UPDATE").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
