@@ -167,12 +167,14 @@ impl Db {
         health::probe(&self.inner.pool, self.inner.health_timeout).await
     }
 
-    /// Creates the idempotency and commit-marker tables if they do not exist. Calls
-    /// do this on first use; call it at start-up if you prefer explicit DDL.
+    /// Creates the idempotency and commit-marker tables if they do not exist, and adds
+    /// what a table created by an older version lacks. Run it as the role that owns
+    /// the schema (a migration role); calls by a role that may only read and write rows
+    /// then never send DDL. Without it, calls create the tables on first use where the
+    /// role may. Fails with a sentence naming what is missing when the role may not.
     pub async fn migrate(&self) -> Result<(), TxError> {
         let (tables, pool) = (&self.inner.tables, &self.inner.pool);
-        tables.ensure_keys(pool, pool.pool_timeout).await?;
-        tables.ensure_markers(pool, pool.pool_timeout).await
+        tables.migrate(pool, pool.pool_timeout).await
     }
 
     /// Deletes stored idempotency keys older than `older_than`; returns how many.

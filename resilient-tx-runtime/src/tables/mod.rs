@@ -1,20 +1,24 @@
 //! The runtime's own tables: the idempotency keys ([`KeyTable`]) and the commit
 //! markers ([`MarkerTable`]). This module owns their names and validation, the SQL that
-//! reads and writes them, their creation (once per `Db`, each table on its own) and
-//! their purge.
+//! reads and writes them, whether each can be used ([`readiness`]: looked up once per
+//! `Db`, created only where missing and allowed, [`presence`] for the look-up itself)
+//! and their purge.
 
 use std::time::Duration;
-
-use tokio::sync::OnceCell;
 
 use crate::error::TxError;
 use crate::pool::Pool;
 
 mod keys;
 mod markers;
+mod presence;
+mod readiness;
 
 pub(crate) use keys::KeyTable;
 pub(crate) use markers::MarkerTable;
+pub(crate) use readiness::Shape;
+
+use readiness::Readiness;
 
 /// Where keys live unless the builder says otherwise.
 pub(crate) const DEFAULT_KEY_TABLE: &str = "resilient_tx.idempotency_keys";
@@ -22,13 +26,13 @@ pub(crate) const DEFAULT_KEY_TABLE: &str = "resilient_tx.idempotency_keys";
 /// Where markers live unless the builder says otherwise.
 pub(crate) const DEFAULT_MARKER_TABLE: &str = "resilient_tx.commit_markers";
 
-/// The runtime's tables of one `Db`, and whether each is known to exist.
+/// The runtime's tables of one `Db`, and whether each can be used.
 #[derive(Debug)]
 pub(crate) struct Tables {
     pub(crate) keys: KeyTable,
     pub(crate) markers: MarkerTable,
-    keys_ready: OnceCell<()>,
-    markers_ready: OnceCell<()>,
+    keys_ready: Readiness,
+    markers_ready: Readiness,
 }
 
 impl Tables {
@@ -40,44 +44,35 @@ impl Tables {
         Ok(Tables {
             keys: KeyTable::new(keys),
             markers: MarkerTable::new(markers),
-            keys_ready: OnceCell::new(),
-            markers_ready: OnceCell::new(),
+            keys_ready: Readiness::default(),
+            markers_ready: Readiness::default(),
         })
     }
 
-    /// Creates the idempotency table if it does not exist, once per `Db`.
-    pub(crate) async fn ensure_keys(&self, pool: &Pool, bound: Duration) -> Result<(), TxError> {
-        self.keys_ready
-            .get_or_try_init(|| create(pool, &self.keys.create, bound))
-            .await
-            .map(|_| ())
+    /// Whether keyed calls can use the idempotency table, and in which shape (an
+    /// older one has no fingerprints), within `bound`; creates or upgrades it when
+    /// needed and allowed. Looked up once per `Db`; a table that cannot be used is
+    /// looked up again after [`readiness::RECHECK`].
+    pub(crate) async fn ensure_keys(&self, pool: &Pool, bound: Duration) -> Result<Shape, TxError> {
+        self.keys_ready.ensure(&self.keys.spec, pool, bound).await
     }
 
-    /// Creates the commit marker table if it does not exist, once per `Db`.
+    /// Whether commit verification can use the marker table, within `bound`; creates
+    /// it when missing and allowed. Remembered like [`Tables::ensure_keys`].
     pub(crate) async fn ensure_markers(&self, pool: &Pool, bound: Duration) -> Result<(), TxError> {
         self.markers_ready
-            .get_or_try_init(|| create(pool, &self.markers.create, bound))
+            .ensure(&self.markers.spec, pool, bound)
             .await
             .map(|_| ())
     }
-}
 
-/// Runs one table's DDL. Two processes creating the tables at once: one of them sees a
-/// unique violation on the catalog, and the next try finds them created.
-async fn create(pool: &Pool, sql: &str, bound: Duration) -> Result<(), TxError> {
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        let mut session = pool.session(bound).await?;
-        match session.batch_execute(sql, bound).await {
-            Ok(()) => return Ok(()),
-            Err(error) => {
-                let concurrent = error.sqlstate().is_some_and(|s| s.code() == "23505");
-                if tries >= 3 || !(concurrent || error.is_transient()) {
-                    return Err(error);
-                }
-            }
-        }
+    /// Creates both tables, or brings them to this version's shape, now; fails with a
+    /// sentence naming what is missing when the role may not.
+    pub(crate) async fn migrate(&self, pool: &Pool, bound: Duration) -> Result<(), TxError> {
+        self.keys_ready.migrate(&self.keys.spec, pool, bound).await?;
+        self.markers_ready
+            .migrate(&self.markers.spec, pool, bound)
+            .await
     }
 }
 
