@@ -246,7 +246,15 @@ mod tests {
         (&FingerprintArg("map", &map)).add_to(&mut fingerprint);
         let error = fingerprint.finish().expect_err("tuple keys are not JSON");
         assert_eq!(error.kind(), crate::ErrorKind::Config);
-        assert!(error.message().contains("parameter `map` does not serialize"), "{error}");
-        assert!(error.message().contains("key_fingerprint = <expr>"), "{error}");
+        assert!(
+            error
+                .message()
+                .contains("parameter `map` does not serialize"),
+            "{error}"
+        );
+        assert!(
+            error.message().contains("key_fingerprint = <expr>"),
+            "{error}"
+        );
     }
 }

@@ -69,7 +69,9 @@ impl Tables {
     /// Creates both tables, or brings them to this version's shape, now; fails with a
     /// sentence naming what is missing when the role may not.
     pub(crate) async fn migrate(&self, pool: &Pool, bound: Duration) -> Result<(), TxError> {
-        self.keys_ready.migrate(&self.keys.spec, pool, bound).await?;
+        self.keys_ready
+            .migrate(&self.keys.spec, pool, bound)
+            .await?;
         self.markers_ready
             .migrate(&self.markers.spec, pool, bound)
             .await

@@ -139,8 +139,10 @@ impl Found {
                 "CREATE on database \"{}\", which creating schema \"{schema}\" takes",
                 self.database
             ),
-            (None, _) => "a current schema to create it in (its search_path names none that exists)"
-                .to_owned(),
+            (None, _) => {
+                "a current schema to create it in (its search_path names none that exists)"
+                    .to_owned()
+            }
         }
     }
 }
@@ -174,9 +176,9 @@ mod tests {
         assert!(sql.contains("FROM (SELECT 'resilient_tx'::name AS nspname) AS wanted"));
         assert!(sql.contains("c.relname = 'idempotency_keys'"));
         assert!(sql.contains("a.attname = 'fingerprint'"));
-        assert!(sql.contains(
-            "CASE WHEN NOT has_table_privilege(c.oid, 'INSERT') THEN 'INSERT' END"
-        ));
+        assert!(
+            sql.contains("CASE WHEN NOT has_table_privilege(c.oid, 'INSERT') THEN 'INSERT' END")
+        );
         assert!(!sql.contains("CREATE "), "no DDL: {sql}");
         let bare = check_sql("commit_markers", None, &["SELECT"]);
         assert!(bare.contains("SELECT current_schema()::name AS nspname"));

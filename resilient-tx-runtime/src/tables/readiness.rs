@@ -158,21 +158,29 @@ impl Readiness {
             Shape::Current => Ok(()),
             Shape::Older => Err(TxError::new(
                 Failure::Config,
-                settled.warning.unwrap_or_else(|| older_message(spec, "the role", "")),
+                settled
+                    .warning
+                    .unwrap_or_else(|| older_message(spec, "the role", "")),
             )),
         }
     }
 
     /// What an earlier look-up left that answers a call asking at `asked`.
     fn remembered(&self, asked: Instant, now: Instant) -> Option<Result<Shape, TxError>> {
-        let memory = self.memory.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let memory = self
+            .memory
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         memory.last.as_ref()?.answers(asked, now)
     }
 
     /// Remembers a look-up's outcome, and says so in the log when it changes what
     /// calls can do: each lasting problem once per `Db`, and its end.
     fn note(&self, spec: &TableSpec, settled: &Settled) {
-        let mut memory = self.memory.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut memory = self
+            .memory
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let name = spec.name.as_str();
         let warning = match (&settled.outcome, &settled.warning) {
             (_, Some(warning)) => Some(warning.clone()),
@@ -431,7 +439,8 @@ mod tests {
         };
         let message = older_message(&spec, "role \"app\"", " (it does not own the table)");
         assert!(
-            message.contains("role \"app\" could not add what it lacks (it does not own the table)"),
+            message
+                .contains("role \"app\" could not add what it lacks (it does not own the table)"),
             "{message}"
         );
         assert!(message.contains("is not detected. Have the table's owner run Db::migrate()"));

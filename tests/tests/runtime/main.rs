@@ -7,6 +7,8 @@ mod conflicts;
 mod connection_loss;
 mod failover;
 mod idempotency;
+mod key_reuse;
+mod least_privilege;
 mod safety;
 mod statements;
 mod verification;
