@@ -230,8 +230,21 @@ fn map_tx_error(error: &TxError, sqlstate: Option<&str>) -> ApiError {
                     "the database refused the values in this request",
                 )
             }
+            // The database refused the gateway's own login (password, pg_hba, a
+            // missing database): the service is unavailable until an operator fixes
+            // its settings, and the client did nothing wrong.
+            Some(state) if state.starts_with("28") || state == "3D000" => {
+                ApiError::database_unavailable(
+                    "the gateway cannot log in to its database right now; try again later",
+                )
+            }
             _ => ApiError::internal(),
         },
+        // Settings that cannot work (no password given, a certificate that does not
+        // verify): as above, the operator's to fix.
+        ErrorKind::Config => ApiError::database_unavailable(
+            "the gateway cannot reach its database with its current settings; try again later",
+        ),
         // Kinds added to the runtime later: an outage must never become a bare 500.
         _ if error.is_transient() => ApiError::database_unavailable(
             "the database is unavailable right now; try again shortly",

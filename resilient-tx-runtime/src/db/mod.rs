@@ -167,11 +167,12 @@ impl Db {
         health::probe(&self.inner.pool, self.inner.health_timeout).await
     }
 
-    /// Creates the idempotency and commit-marker tables if they do not exist, and adds
-    /// what a table created by an older version lacks. Run it as the role that owns
-    /// the schema (a migration role); calls by a role that may only read and write rows
-    /// then never send DDL. Without it, calls create the tables on first use where the
-    /// role may. Fails with a sentence naming what is missing when the role may not.
+    /// Creates the runtime's tables (idempotency keys, commit counters, commit
+    /// markers) if they do not exist, and adds what a table created by an older
+    /// version lacks. Run it as the role that owns the schema (a migration role); calls
+    /// by a role that may only read and write rows then never send DDL. Without it,
+    /// calls create the tables on first use where the role may. Fails with a sentence
+    /// naming what is missing when the role may not.
     pub async fn migrate(&self) -> Result<(), TxError> {
         let (tables, pool) = (&self.inner.tables, &self.inner.pool);
         tables.migrate(pool, pool.pool_timeout).await
@@ -182,6 +183,15 @@ impl Db {
         let (tables, pool) = (&self.inner.tables, &self.inner.pool);
         tables.ensure_keys(pool, pool.pool_timeout).await?;
         tables::purge(pool, &tables.keys.purge(older_than), pool.pool_timeout).await
+    }
+
+    /// Deletes the commit counters of connections that committed nothing for
+    /// `older_than` (most of them are gone; a live one makes its row again); returns
+    /// how many. Calls purge counters idle for an hour by themselves from time to time.
+    pub async fn purge_commit_counters(&self, older_than: Duration) -> Result<u64, TxError> {
+        let (tables, pool) = (&self.inner.tables, &self.inner.pool);
+        tables.ensure_counters(pool, pool.pool_timeout).await?;
+        tables::purge(pool, &tables.counters.purge(older_than), pool.pool_timeout).await
     }
 
     /// Deletes commit markers older than `older_than` (they matter only until the call

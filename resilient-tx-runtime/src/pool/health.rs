@@ -1,8 +1,8 @@
 //! [`PoolHealth`]: what a pool knows about its database's reachability, written by
 //! the connection manager and read by checkouts, health probes and the attempt loop.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::error::TxError;
@@ -96,5 +96,23 @@ impl PoolHealth {
         self.lock()
             .suspect_since
             .is_some_and(|since| verified_at <= since)
+    }
+}
+
+/// Hands bb8's connect errors to [`PoolHealth`]. bb8 calls its error sink after it
+/// has stopped counting the failed connect as pending; told any earlier (from the
+/// manager's `connect`), a caller that starts waiting in that moment would find the
+/// connect still pending, get no connect of its own, and miss the failure too, waiting
+/// out the whole pool timeout.
+#[derive(Debug, Clone)]
+pub(crate) struct FailureSink(pub(crate) Arc<PoolHealth>);
+
+impl bb8::ErrorSink<TxError> for FailureSink {
+    fn sink(&self, error: TxError) {
+        self.0.connect_failed(error);
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<TxError>> {
+        Box::new(self.clone())
     }
 }

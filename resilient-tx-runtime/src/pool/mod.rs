@@ -39,6 +39,8 @@ pub(crate) struct PoolSettings {
     /// Shared by every pool of the `Db`: whether statements are named and cached,
     /// and when every cache must be dropped.
     pub(crate) statements: Arc<StatementPolicy>,
+    /// Settings sent to the server with every connect (`-c name=value …`).
+    pub(crate) server_settings: Option<String>,
 }
 
 /// A checked-out connection.
@@ -97,6 +99,8 @@ impl Pool {
             counters: counters.clone(),
             statements: settings.statements.clone(),
             tls,
+            server_settings: settings.server_settings.clone(),
+            server_settings_refused: Default::default(),
         };
         let pool = bb8::Pool::builder()
             .max_size(settings.max_size)
@@ -110,6 +114,7 @@ impl Pool {
             // One connect per attempt: the attempt loop paces reconnects with its own
             // backoff, deadline and retry budget.
             .retry_connection(false)
+            .error_sink(Box::new(health::FailureSink(health.clone())))
             .build_unchecked(manager);
         Pool {
             pool,
@@ -125,6 +130,40 @@ impl Pool {
     /// A connection for work outside a transaction attempt, within `bound`.
     pub(crate) async fn session(&self, bound: Duration) -> Result<Session<'_>, TxError> {
         Ok(Session::new(self.acquire(bound).await?))
+    }
+
+    /// Whether every connection the pool may open is open and checked out: a checkout
+    /// would have to wait for a caller to finish.
+    pub(crate) fn saturated(&self) -> bool {
+        let state = self.pool.state();
+        state.connections >= self.max_size && state.idle_connections == 0
+    }
+
+    /// Runs `sql` on a connection of its own, opened for it outside the pool and
+    /// closed after, within `bound`: for a probe that must not wait behind busy
+    /// callers.
+    pub(crate) async fn query_outside(
+        &self,
+        sql: &str,
+        bound: Duration,
+    ) -> Result<Vec<SimpleQueryMessage>, TxError> {
+        let work = async {
+            // Outside the pool, so not seen by its error sink: the health hears of a
+            // failed connect here.
+            let conn = self
+                .pool
+                .dedicated_connection()
+                .await
+                .inspect_err(|error| self.health.connect_failed(error.clone()))?;
+            conn.client
+                .simple_query(sql)
+                .await
+                .map_err(|e| crate::classify::to_tx_error(e, Phase::Statement))
+        };
+        match tokio::time::timeout(bound, work).await {
+            Ok(result) => result,
+            Err(_) => Err(client_timeout(Phase::Statement, bound)),
+        }
     }
 
     /// Checks out a usable connection within `bound`.

@@ -1,19 +1,21 @@
-//! The runtime's own tables: the idempotency keys ([`KeyTable`]) and the commit
-//! markers ([`MarkerTable`]). This module owns their names and validation, the SQL that
-//! reads and writes them, whether each can be used ([`readiness`]: looked up once per
-//! `Db`, created only where missing and allowed, [`presence`] for the look-up itself)
-//! and their purge.
+//! The runtime's own tables: the idempotency keys ([`KeyTable`]), the commit
+//! counters ([`CounterTable`]) and the commit markers ([`MarkerTable`]). This module
+//! owns their names and validation, the SQL that reads and writes them, whether each
+//! can be used ([`readiness`]: looked up once per `Db`, created only where missing and
+//! allowed, [`presence`] for the look-up itself) and their purge.
 
 use std::time::Duration;
 
 use crate::error::TxError;
 use crate::pool::Pool;
 
+mod counters;
 mod keys;
 mod markers;
 mod presence;
 mod readiness;
 
+pub(crate) use counters::{CounterTable, FENCED};
 pub(crate) use keys::KeyTable;
 pub(crate) use markers::MarkerTable;
 pub(crate) use readiness::Shape;
@@ -26,26 +28,34 @@ pub(crate) const DEFAULT_KEY_TABLE: &str = "resilient_tx.idempotency_keys";
 /// Where markers live unless the builder says otherwise.
 pub(crate) const DEFAULT_MARKER_TABLE: &str = "resilient_tx.commit_markers";
 
+/// Where commit counters live unless the builder says otherwise.
+pub(crate) const DEFAULT_COUNTER_TABLE: &str = "resilient_tx.commit_counters";
+
 /// The runtime's tables of one `Db`, and whether each can be used.
 #[derive(Debug)]
 pub(crate) struct Tables {
     pub(crate) keys: KeyTable,
     pub(crate) markers: MarkerTable,
+    pub(crate) counters: CounterTable,
     keys_ready: Readiness,
     markers_ready: Readiness,
+    counters_ready: Readiness,
 }
 
 impl Tables {
     /// The tables under the configured names; a name that is not a plain identifier
     /// is a `Config` error that says which setting it came from.
-    pub(crate) fn new(keys: &str, markers: &str) -> Result<Tables, TxError> {
+    pub(crate) fn new(keys: &str, markers: &str, counters: &str) -> Result<Tables, TxError> {
         validate(keys, "idempotency table")?;
         validate(markers, "commit marker table")?;
+        validate(counters, "commit counter table")?;
         Ok(Tables {
             keys: KeyTable::new(keys),
             markers: MarkerTable::new(markers),
+            counters: CounterTable::new(counters),
             keys_ready: Readiness::default(),
             markers_ready: Readiness::default(),
+            counters_ready: Readiness::default(),
         })
     }
 
@@ -66,11 +76,27 @@ impl Tables {
             .map(|_| ())
     }
 
-    /// Creates both tables, or brings them to this version's shape, now; fails with a
+    /// Whether commit verification can use the counter table, within `bound`;
+    /// creates it when missing and allowed. Remembered like [`Tables::ensure_keys`].
+    pub(crate) async fn ensure_counters(
+        &self,
+        pool: &Pool,
+        bound: Duration,
+    ) -> Result<(), TxError> {
+        self.counters_ready
+            .ensure(&self.counters.spec, pool, bound)
+            .await
+            .map(|_| ())
+    }
+
+    /// Creates every table, or brings it to this version's shape, now; fails with a
     /// sentence naming what is missing when the role may not.
     pub(crate) async fn migrate(&self, pool: &Pool, bound: Duration) -> Result<(), TxError> {
         self.keys_ready
             .migrate(&self.keys.spec, pool, bound)
+            .await?;
+        self.counters_ready
+            .migrate(&self.counters.spec, pool, bound)
             .await?;
         self.markers_ready
             .migrate(&self.markers.spec, pool, bound)
@@ -156,7 +182,7 @@ mod tests {
 
     #[test]
     fn a_bad_name_names_the_setting_it_came_from() {
-        let error = Tables::new("ok", "Bad-Name").expect_err("invalid marker table");
+        let error = Tables::new("ok", "Bad-Name", "ok2").expect_err("invalid marker table");
         assert!(
             error.message().contains("invalid commit marker table name"),
             "{}",

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use resilient_tx::{Db, ErrorKind, Tx, TxError, retriable_tx};
+use resilient_tx::{CommitVerification, Db, ErrorKind, Tx, TxError, retriable_tx};
 use resilient_tx_testkit::{CutPoint, FaultProxy, PgCluster, init_tracing};
 
 use crate::common::{exec, scalar};
@@ -48,7 +48,9 @@ async fn grant_runtime_tables(cluster: &PgCluster, role: &str) {
         &format!(
             "GRANT USAGE ON SCHEMA resilient_tx TO {role};
              GRANT SELECT, INSERT, UPDATE, DELETE
-                 ON resilient_tx.idempotency_keys, resilient_tx.commit_markers TO {role};"
+                 ON resilient_tx.idempotency_keys, resilient_tx.commit_counters,
+                    resilient_tx.commit_markers
+                 TO {role};"
         ),
     )
     .await;
@@ -73,7 +75,12 @@ fn url_as(port: u16, role: &str, app: &str) -> String {
 }
 
 async fn app_db(url: &str) -> Db {
+    verifying_db(url, CommitVerification::default()).await
+}
+
+async fn verifying_db(url: &str, verification: CommitVerification) -> Db {
     Db::builder(url)
+        .commit_verification(verification)
         .max_size(2)
         .pool_timeout(Duration::from_secs(5))
         .connect_timeout(Duration::from_secs(2))
@@ -125,8 +132,8 @@ async fn add_event(
 
 /// After the owner ran `migrate()`, a role with only SELECT/INSERT/UPDATE/DELETE on
 /// the tables (and USAGE on their schema) uses keys, and has a COMMIT whose reply was
-/// lost verified by its marker, without a single DDL statement and without throwing a
-/// connection away before the cut one.
+/// lost verified, by marker row and by fenced counter (the default), without a single
+/// DDL statement and without throwing a connection away before the cut ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dml_only_role_uses_keys_and_verification_without_ddl() {
     let cluster = ddl_logging_cluster().await;
@@ -137,7 +144,8 @@ async fn a_dml_only_role_uses_keys_and_verification_without_ddl() {
     let proxy = FaultProxy::start(cluster.socket_addr())
         .await
         .expect("proxy");
-    let db = app_db(&url_as(proxy.port(), "app", "dml_only_app")).await;
+    let url = url_as(proxy.port(), "app", "dml_only_app");
+    let db = verifying_db(&url, CommitVerification::MarkerRow).await;
 
     let first = add_keyed(&db, "k-1", "keyed")
         .await
@@ -154,27 +162,27 @@ async fn a_dml_only_role_uses_keys_and_verification_without_ddl() {
         db.metrics()
     );
 
-    let (first_run, runs) = (AtomicBool::new(true), AtomicU32::new(0));
-    let cut_reply = || proxy.cut_next(CutPoint::AfterCommitBeforeReply);
-    add_event(&db, &cut_reply, &first_run, &runs)
-        .await
-        .expect("the lost COMMIT reply is verified by the marker");
-    assert_eq!(proxy.cuts().total(), 1, "the COMMIT reply was cut");
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "committed once, not re-run");
-    assert_eq!(
-        db.metrics().ambiguous_verified_committed,
-        1,
-        "{:?}",
-        db.metrics()
-    );
-    assert_eq!(scalar(&cluster, "SELECT count(*) FROM events").await, 2);
+    let counted = verifying_db(&url, CommitVerification::FencedCounter).await;
+    for (db, cuts) in [(&db, 1), (&counted, 2)] {
+        let (first_run, runs) = (AtomicBool::new(true), AtomicU32::new(0));
+        let cut_reply = || proxy.cut_next(CutPoint::AfterCommitBeforeReply);
+        add_event(db, &cut_reply, &first_run, &runs)
+            .await
+            .expect("the lost COMMIT reply is verified");
+        assert_eq!(proxy.cuts().total(), cuts, "the COMMIT reply was cut");
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "committed once, not re-run");
+        let metrics = db.metrics();
+        assert_eq!(metrics.ambiguous_verified_committed, 1, "{metrics:?}");
+        assert_eq!(metrics.connections_discarded, 1, "the cut one: {metrics:?}");
+    }
+    assert_eq!(scalar(&cluster, "SELECT count(*) FROM events").await, 3);
 
     let ddl = ddl_sent_by(&cluster, "dml_only_app").await;
     assert!(ddl.is_empty(), "the application sent DDL: {ddl:#?}");
     assert!(
         !ddl_sent_by(&cluster, "migrator").await.is_empty(),
         "the log does show DDL: the owner's"
-    );
+    )
 }
 
 /// Without the tables and without CREATE, every keyed call fails at once with a
@@ -254,9 +262,9 @@ impl Captured {
     }
 }
 
-/// Without the marker table and without CREATE, calls without a key still commit;
-/// the log says once (not once per call) that verification is off; and a COMMIT whose
-/// reply is lost is `CommitUnknown`, never re-run.
+/// Without the marker (or counter) table and without CREATE, calls without a key
+/// still commit; the log says once per `Db` (not once per call) that verification is
+/// off; and a COMMIT whose reply is lost is `CommitUnknown`, never re-run.
 ///
 /// On the test's own thread (a current-thread runtime), so that a subscriber set for
 /// this thread sees every event of the calls.
@@ -277,7 +285,8 @@ async fn without_the_marker_table_unkeyed_calls_commit_and_one_warning_says_veri
     let proxy = FaultProxy::start(cluster.socket_addr())
         .await
         .expect("proxy");
-    let db = app_db(&url_as(proxy.port(), "app", "no_markers_app")).await;
+    let url = url_as(proxy.port(), "app", "no_markers_app");
+    let db = verifying_db(&url, CommitVerification::MarkerRow).await;
 
     let no_fault = || {};
     for _ in 0..5 {
@@ -308,6 +317,22 @@ async fn without_the_marker_table_unkeyed_calls_commit_and_one_warning_says_veri
         captured.warnings_with("resilient_tx.commit_markers").len(),
         1,
         "still one warning"
+    );
+
+    // The default method, by fenced counter, is warned of the same way.
+    let counted = verifying_db(&url, CommitVerification::FencedCounter).await;
+    for _ in 0..3 {
+        let (first_run, runs) = (AtomicBool::new(true), AtomicU32::new(0));
+        add_event(&counted, &no_fault, &first_run, &runs)
+            .await
+            .expect("commits without the counter table");
+    }
+    let warnings = captured.warnings_with("resilient_tx.commit_counters");
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings[0].contains("commit verification by fenced counter is off"),
+        "{}",
+        warnings[0]
     );
 }
 
