@@ -132,3 +132,19 @@ impl Failure {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::TxError;
+
+    #[test]
+    fn a_reused_key_returns_at_once_and_is_not_transient() {
+        let failure = Failure::KeyReused;
+        assert_eq!(failure.kind(), ErrorKind::KeyReused);
+        assert_eq!(failure.kind().as_str(), "key_reused");
+        assert_eq!(failure.action(), Action::Return);
+        assert!(!failure.discards_connection());
+        assert!(!TxError::new(failure, "reused").is_transient());
+    }
+}

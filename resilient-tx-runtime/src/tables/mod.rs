@@ -190,6 +190,35 @@ mod tests {
         );
     }
 
+    /// The SQL the guide prints for least-privilege deployments is the SQL the
+    /// runtime runs, statement by statement (whitespace aside).
+    #[test]
+    fn the_guide_prints_the_ddl_the_runtime_runs() {
+        let guide = include_str!("../../../resilient-tx/docs/guide.md");
+        let flat = |sql: &str| sql.split_whitespace().collect::<Vec<_>>().join(" ");
+        let guide = flat(guide);
+        let tables = Tables::new(
+            DEFAULT_KEY_TABLE,
+            DEFAULT_MARKER_TABLE,
+            DEFAULT_COUNTER_TABLE,
+        )
+        .expect("default names");
+        let mut ddl = vec![
+            tables.keys.spec.create.clone(),
+            tables.counters.spec.create.clone(),
+            tables.markers.spec.create.clone(),
+        ];
+        ddl.extend(tables.keys.spec.column.iter().map(|c| c.add.clone()));
+        for sql in &ddl {
+            for statement in sql.split(';').map(flat).filter(|s| !s.is_empty()) {
+                assert!(
+                    guide.contains(&format!("{statement};")),
+                    "the guide lacks: {statement};"
+                );
+            }
+        }
+    }
+
     #[test]
     fn purges_delete_by_age_in_milliseconds() {
         assert_eq!(
