@@ -165,10 +165,14 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The key, counter and marker tables are created on first use; [`Db::migrate`] creates
-//! them ahead, for example at start-up. If the verification table cannot be created (the
-//! role may not create tables), calls run without verification and a warning is logged.
-//! Verification by transaction status needs no table.
+//! The key, counter and marker tables are looked up on first use (no DDL when they
+//! exist) and created there where the role may; [`Db::migrate`] creates them ahead, for
+//! example at deploy time as the schema's owner. If the verification table is missing
+//! and the role may not create it, calls run without verification and one warning per
+//! `Db` says so; a missing key table fails keyed calls with a `Config` error. See
+//! [the runtime's tables](guide#the-runtimes-tables), with the SQL and grants for a
+//! role that may only read and write rows. Verification by transaction status needs no
+//! table.
 //!
 //! ## Which one to use
 //!

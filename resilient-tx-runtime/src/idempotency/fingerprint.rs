@@ -243,6 +243,8 @@ mod tests {
     fn a_value_that_does_not_serialize_is_a_config_error_naming_it() {
         let map: HashMap<(i32, i32), i32> = [((1, 2), 3)].into_iter().collect();
         let mut fingerprint = Fingerprint::new();
+        // Written as the generated code writes it: the borrow picks the trait.
+        #[allow(clippy::needless_borrow)]
         (&FingerprintArg("map", &map)).add_to(&mut fingerprint);
         let error = fingerprint.finish().expect_err("tuple keys are not JSON");
         assert_eq!(error.kind(), crate::ErrorKind::Config);
