@@ -27,7 +27,7 @@ use tracing::instrument::{Instrument, Instrumented};
 use tracing::{Span, debug_span, info_span};
 
 use crate::backoff::draw;
-use crate::error::{AsTxError, Failure, TxError};
+use crate::error::{Action, AsTxError, Failure, TxError};
 use crate::idempotency::{self, Begin, CallKey, Fingerprint, Key};
 use crate::metrics::Counters;
 use crate::outcome::{self, CommitVerification, Evidence, Probes, Verdict};
@@ -161,6 +161,7 @@ impl<'db> Call<'db> {
             let acquired = self.acquire(bound).instrument(span).await;
             match acquired {
                 Ok(conn) => {
+                    self.retry.runs += 1;
                     return Ok(Tx::new(
                         conn,
                         self.begin_sql.clone(),
@@ -463,8 +464,24 @@ impl<'db> Call<'db> {
             tracing::info!(parent: &self.attempt_span, function = self.name, class = failure.as_str(),
                 sqlstate, backoff_ms, attempt, cause, "retrying transaction");
         }
-        tokio::time::sleep(delay).await;
+        self.back_off(delay, failure).await;
         true
+    }
+
+    /// Sleeps out a backoff. After a connection failure, the end of the outage ends it
+    /// too: the first connect that succeeds wakes every call waiting on the pool,
+    /// instead of each sleeping out its own delay.
+    async fn back_off(&self, delay: Duration, failure: Failure) {
+        if failure.action() != Action::Reconnect {
+            return tokio::time::sleep(delay).await;
+        }
+        // Subscribed before sleeping: an outage that is noticed, and ends, while this
+        // call sleeps wakes it too.
+        let mut recovered = self.attempt_pool().health.watch_recovered();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = recovered.changed() => {}
+        }
     }
 
     /// Whatever killed a connection (a restart, a failover, a demotion) may have

@@ -80,7 +80,12 @@ impl Manager {
                 )
             }
         };
-        tracing::warn!(error = %error, "connecting to the database failed");
+        // Said once per outage; the connects that follow it fail the same way.
+        if self.health.in_outage() {
+            tracing::debug!(error = %error, "connecting to the database failed again");
+        } else {
+            tracing::warn!(error = %error, "connecting to the database failed");
+        }
         self.counters.connect_failed();
         // The pool's health learns of it from bb8's error sink ([`FailureSink`](super::health::FailureSink)),
         // once bb8 no longer counts this connect as pending.

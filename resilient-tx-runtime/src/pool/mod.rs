@@ -43,6 +43,17 @@ pub(crate) struct PoolSettings {
     pub(crate) server_settings: Option<String>,
 }
 
+/// The outage prober's first pause between connects; it doubles up to
+/// [`PROBER_MAX_PAUSE`]. Short, because the first connect that succeeds is what ends
+/// every waiting caller's outage.
+const PROBER_FIRST_PAUSE: Duration = Duration::from_millis(5);
+
+/// The outage prober's longest pause between connects (jittered down to half).
+const PROBER_MAX_PAUSE: Duration = Duration::from_millis(20);
+
+/// The prober stops once no caller has asked for a connection for this long.
+const PROBER_IDLE_LIMIT: Duration = Duration::from_secs(5);
+
 /// A checked-out connection.
 pub(crate) type Pooled<'a> = PooledConnection<'a, Manager>;
 
@@ -175,6 +186,8 @@ impl Pool {
     pub(crate) async fn acquire(&self, bound: Duration) -> Result<Pooled<'_>, TxError> {
         let deadline = tokio::time::Instant::now() + bound;
         let _waiting = Waiting::new(&self.waiting);
+        self.health.note_demand();
+        self.wait_out_outage(deadline, bound).await?;
         // Every replacement removes one connection, so the pool runs out of stale ones
         // after max_size rounds; the extra round is the fresh connection.
         for _ in 0..=self.max_size {
@@ -213,6 +226,81 @@ impl Pool {
             return Ok(conn);
         }
         Err(self.timeout_error(bound))
+    }
+
+    /// While connects fail for a reason time can cure (refused, silent, the server
+    /// starting up), one prober per pool keeps trying and callers wait for it, not
+    /// each connecting on its own: connect attempts during an outage stay bounded
+    /// whatever the number of callers, and every waiting caller goes on the moment a
+    /// connect succeeds. `Err` (the last connect error) when `deadline` comes first.
+    async fn wait_out_outage(
+        &self,
+        deadline: tokio::time::Instant,
+        bound: Duration,
+    ) -> Result<(), TxError> {
+        let Some(error) = self.health.current_connect_error() else {
+            return Ok(());
+        };
+        if !matches!(
+            error.failure(),
+            Failure::Unreachable | Failure::ConnectTimeout
+        ) {
+            // A refusal time will not cure (a password, a certificate): the caller's own
+            // connect meets it again at once and returns it.
+            return Ok(());
+        }
+        let mut recovered = self.health.watch_recovered();
+        loop {
+            // Waiting counts as asking: the prober goes on while anyone waits.
+            self.health.note_demand();
+            self.start_prober();
+            if !self.health.in_outage() {
+                return Ok(());
+            }
+            let slice = (tokio::time::Instant::now() + PROBER_IDLE_LIMIT / 2).min(deadline);
+            match tokio::time::timeout_at(slice, recovered.changed()).await {
+                Ok(_) => return Ok(()),
+                Err(_) if slice >= deadline => return Err(self.timeout_error(bound)),
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Starts the outage prober unless it runs: a task that connects outside the pool,
+    /// paced by its own short jittered backoff, until a connect succeeds (the
+    /// connection then joins the pool), the failure is one time will not cure, or no
+    /// caller has asked for a connection for a while.
+    fn start_prober(&self) {
+        if !self.health.start_probing() {
+            return;
+        }
+        let (pool, health) = (self.pool.clone(), self.health.clone());
+        tokio::spawn(async move {
+            let mut pause = PROBER_FIRST_PAUSE;
+            while health.in_outage() && health.idle_for() < PROBER_IDLE_LIMIT {
+                match pool.dedicated_connection().await {
+                    Ok(conn) => {
+                        // Room permitting, the waiting callers' first connection.
+                        let _ = pool.add(conn);
+                        break;
+                    }
+                    Err(error) => {
+                        let curable = matches!(
+                            error.failure(),
+                            Failure::Unreachable | Failure::ConnectTimeout
+                        );
+                        health.connect_failed(error);
+                        if !curable {
+                            break;
+                        }
+                    }
+                }
+                let jittered = pause.mul_f64(0.5 + crate::backoff::draw() / 2.0);
+                tokio::time::sleep(jittered).await;
+                pause = (pause * 2).min(PROBER_MAX_PAUSE);
+            }
+            health.stop_probing();
+        });
     }
 
     /// One round trip proving the connection works (and, where the URL requires it,

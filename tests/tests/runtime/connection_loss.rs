@@ -368,3 +368,55 @@ async fn a_pooler_that_refuses_session_settings_is_connected_to_without_them() {
     let metrics = db.metrics();
     assert_eq!(metrics.connect_failures, 0, "{metrics:?}");
 }
+
+#[retriable_tx(retries = 2, deadline = "20s")]
+async fn add_event_few_retries(tx: &mut Tx<'_>, note: &str) -> Result<(), TxError> {
+    tx.execute("INSERT INTO events(note) VALUES ($1)", &[&note])
+        .await?;
+    Ok(())
+}
+
+/// While the server is down every connect fails at once, many times a second. Those
+/// attempts ran nothing, so they do not spend `retries` (2 here): the call waits for
+/// the server within its deadline, and goes on the moment the server accepts
+/// connections again, not after a backoff of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connects_that_fail_fast_do_not_spend_retries_and_recovery_wakes_the_call() {
+    let cluster = cluster().await;
+    exec(
+        &cluster,
+        "CREATE TABLE events(id serial PRIMARY KEY, note text)",
+    )
+    .await;
+    let db = db(&cluster.url()).await;
+    add_event_few_retries(&db, "before").await.expect("warm-up");
+    cluster.stop_fast().await.expect("stop");
+
+    let outage = async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        cluster.start_again().await.expect("start");
+        Instant::now()
+    };
+    let call = async {
+        add_event_few_retries(&db, "during")
+            .await
+            .expect("the call outlasts the outage");
+        Instant::now()
+    };
+    let (back, done) = tokio::join!(outage, call);
+    let after_back = done.saturating_duration_since(back);
+    println!("the call completed {after_back:?} after the server accepted connections");
+    assert!(
+        after_back < Duration::from_millis(700),
+        "woken by the recovery, not by a backoff of its own: {after_back:?}"
+    );
+    let metrics = db.metrics();
+    println!("{metrics:?}");
+    // One prober for the pool, paced by its own backoff: a few dozen connects a
+    // second, whatever the number of callers.
+    assert!(
+        metrics.connect_failures < 400,
+        "connect attempts during 3 s of outage stay bounded: {metrics:?}"
+    );
+    assert_eq!(scalar(&cluster, "SELECT count(*) FROM events").await, 2);
+}
