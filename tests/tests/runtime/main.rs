@@ -2,6 +2,7 @@
 //! each test named after the behaviour it proves.
 
 mod cancellation;
+mod commit_marks;
 mod common;
 mod config;
 mod conflicts;
