@@ -349,13 +349,13 @@
 
 #[doc(inline)]
 pub use resilient_tx_macros::retriable_tx;
-#[cfg(feature = "metrics")]
-pub use resilient_tx_runtime::{describe_metrics, record_pool_metrics};
 pub use resilient_tx_runtime::{
     AsTxError, BoxedBody, CommitVerification, Db, DbBuilder, ErrorKind, Health, Isolation, Metrics,
     Params, Policy, PoolStatus, RetryBudgetConfig, ServerRole, Tx, TxError, TxStatement,
     tokio_postgres,
 };
+#[cfg(feature = "metrics")]
+pub use resilient_tx_runtime::{describe_metrics, record_pool_metrics};
 
 #[doc = include_str!("../docs/guide.md")]
 pub mod guide {}

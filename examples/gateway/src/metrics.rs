@@ -28,8 +28,8 @@ use crate::errors::ApiError;
 /// Bucket bounds of every histogram (all are in seconds): from a fast local commit
 /// to a call that runs into the default 30 s deadline.
 const SECONDS_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    30.0, 60.0,
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
 ];
 
 /// How often recorded histogram samples are folded into their buckets, so that memory
@@ -97,9 +97,8 @@ async fn scrape() -> Result<Response, ApiError> {
     };
     resilient_tx::record_pool_metrics();
     let mut response = handle.render().into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(TEXT_FORMAT),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT));
     Ok(response)
 }

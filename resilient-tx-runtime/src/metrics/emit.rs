@@ -109,7 +109,11 @@ pub(crate) fn retry(function: &'static str, failure: Failure) {
 }
 
 pub(crate) fn give_up(function: &'static str, kind: ErrorKind) {
-    counter!(names::CALL_GIVE_UPS, per_call(function, Some(kind.as_str()))).increment(1);
+    counter!(
+        names::CALL_GIVE_UPS,
+        per_call(function, Some(kind.as_str()))
+    )
+    .increment(1);
 }
 
 /// An ambiguous COMMIT was settled as `outcome`.
@@ -321,7 +325,10 @@ mod tests {
         assert_eq!(
             keys.labels_of(names::OPERATION_DURATION),
             vec![
-                pairs(&[(names::SYSTEM, names::POSTGRESQL), (names::FUNCTION, "app::done")]),
+                pairs(&[
+                    (names::SYSTEM, names::POSTGRESQL),
+                    (names::FUNCTION, "app::done")
+                ]),
                 pairs(&[
                     (names::SYSTEM, names::POSTGRESQL),
                     (names::FUNCTION, "app::dropped"),

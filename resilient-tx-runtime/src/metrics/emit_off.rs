@@ -65,5 +65,10 @@ pub(crate) fn stale_replaced(_pool: &'static str) {}
 pub(crate) fn discarded(_pool: &'static str) {}
 
 #[inline(always)]
-pub(crate) fn checkout_ended(_pool: &'static str, _started: &Stopwatch, _limit: Duration, _ok: bool) {
+pub(crate) fn checkout_ended(
+    _pool: &'static str,
+    _started: &Stopwatch,
+    _limit: Duration,
+    _ok: bool,
+) {
 }

@@ -14,9 +14,9 @@ mod emit;
 mod emit;
 
 pub(crate) use counters::Counters;
+pub use counters::Metrics;
 #[cfg(feature = "metrics")]
 pub use emit::describe_metrics;
+pub(crate) use emit::{CallClock, Stopwatch, checkout_ended};
 #[cfg(feature = "metrics")]
 pub(crate) use emit::{PoolGauges, pool_gauges};
-pub(crate) use emit::{CallClock, Stopwatch, checkout_ended};
-pub use counters::Metrics;

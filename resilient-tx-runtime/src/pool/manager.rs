@@ -89,7 +89,8 @@ impl Manager {
         } else {
             tracing::warn!(error = %error, "connecting to the database failed");
         }
-        self.counters.connect_failed(self.pool_name, error.failure());
+        self.counters
+            .connect_failed(self.pool_name, error.failure());
         // The pool's health learns of it from bb8's error sink ([`FailureSink`](super::health::FailureSink)),
         // once bb8 no longer counts this connect as pending.
         Err(error)

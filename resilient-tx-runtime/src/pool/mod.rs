@@ -203,7 +203,12 @@ impl Pool {
     pub(crate) async fn acquire(&self, bound: Duration) -> Result<Pooled<'_>, TxError> {
         let started = Stopwatch::start();
         let checkout = self.checkout(bound).await;
-        checkout_ended(self.name, &started, bound.min(self.pool_timeout), checkout.is_ok());
+        checkout_ended(
+            self.name,
+            &started,
+            bound.min(self.pool_timeout),
+            checkout.is_ok(),
+        );
         checkout
     }
 
