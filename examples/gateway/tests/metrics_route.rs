@@ -1,7 +1,8 @@
 //! `GET /metrics` over real HTTP against a real PostgreSQL server: calls, a retried
 //! serialization conflict, a stored idempotent result, killed pooled connections and
 //! the pool gauges show up as Prometheus series with the documented names and labels;
-//! the route needs the bearer token; two gateways in one process share one recorder.
+//! a pool too small for the load shows in the gauges and as checkout timeouts; the
+//! route needs the bearer token; two gateways in one process share one recorder.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -52,6 +53,19 @@ async fn conflict(State(state): State<AppState>) -> Result<Json<i64>, ApiError> 
     Ok(Json(conflicts_once(state.db()).await?))
 }
 
+/// Holds its connection for a few seconds.
+#[retriable_tx]
+async fn hold_a_connection(tx: &mut Tx<'_>) -> Result<(), TxError> {
+    tx.execute("SELECT pg_sleep(4)", &[]).await?;
+    Ok(())
+}
+
+/// `POST /api/hold`: runs [`hold_a_connection`].
+async fn hold(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    hold_a_connection(state.db()).await?;
+    Ok(Json(json!("released")))
+}
+
 /// Runs a test body, failing it if it takes longer than [`TEST_LIMIT`].
 async fn within<F: Future>(body: F) -> F::Output {
     tokio::time::timeout(TEST_LIMIT, body)
@@ -72,7 +86,10 @@ fn test_config(url: &str, application_name: &str) -> Config {
 }
 
 async fn serve(config: Config) -> Server {
-    gateway::serve_with(config, Router::new().route("/conflict", post(conflict)))
+    let routes = Router::new()
+        .route("/conflict", post(conflict))
+        .route("/hold", post(hold));
+    gateway::serve_with(config, routes)
         .await
         .expect("start the gateway")
 }
@@ -374,6 +391,104 @@ async fn calls_retries_and_the_pool_are_scraped_as_prometheus_series() {
             assert_eq!(scrape.sum("db_client_connection_max", &[PRIMARY]), 18.0);
         }
         second.shutdown().await.expect("clean shutdown");
+        server.shutdown().await.expect("clean shutdown");
+        drop(cluster);
+    })
+    .await;
+}
+
+/// A pool too small for the load: the gauges show the connection in use and the
+/// caller waiting for it, and the checkout that ran out of time is a timeout and a
+/// `pool_exhausted` call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_too_small_shows_in_the_gauges_and_as_checkout_timeouts() {
+    within(async {
+        init_tracing();
+        let cluster = PgCluster::start().await.expect("start PostgreSQL");
+        let mut config = test_config(&cluster.url(), APPLICATION);
+        config.pool.min_idle = 0;
+        config.pool.max_size = 1;
+        config.pool.pool_timeout = Duration::from_secs(2);
+        config.statement_timeout = Some(Duration::from_secs(10));
+        config.deadline = Duration::from_secs(10);
+        let server = serve(config).await;
+        let http = client();
+        let api = |path: &str| format!("{}/api{path}", server.url());
+        let create = |name: &str| {
+            http.post(api("/servers"))
+                .bearer_auth(TOKEN)
+                .json(&json!({ "name": name, "url": format!("http://{name}") }))
+        };
+        // The schema first, so that nothing but the calls below needs the connection.
+        assert_eq!(send(create("alpha")).await.0, 201);
+
+        let holder = tokio::spawn(send(http.post(api("/hold")).bearer_auth(TOKEN)));
+        let gauge = |scrape: &Scrape, name: &str, state: Option<&str>| {
+            let mut labels = vec![PRIMARY];
+            if let Some(state) = state {
+                labels.push(("db_client_connection_state", state));
+            }
+            scrape.sum(name, &labels)
+        };
+        loop {
+            let scrape = scrape(&http, &server).await;
+            if gauge(&scrape, "db_client_connection_count", Some("used")) == 1.0 {
+                assert_eq!(
+                    gauge(&scrape, "db_client_connection_count", Some("idle")),
+                    0.0
+                );
+                assert_eq!(gauge(&scrape, "db_client_connection_max", None), 1.0);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        let waiting = tokio::spawn(send(create("beta")));
+        let pending = "db_client_connection_pending_requests";
+        loop {
+            let scrape = scrape(&http, &server).await;
+            if gauge(&scrape, pending, None) == 1.0 {
+                break;
+            }
+            assert!(
+                !waiting.is_finished(),
+                "the waiting caller was seen waiting"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (status, body) = waiting.await.expect("the waiting request");
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (503, Some("pool_exhausted"))
+        );
+        let (status, _) = holder.await.expect("the holding request");
+        assert_eq!(status, 200);
+
+        let scrape = scrape(&http, &server).await;
+        assert_eq!(
+            scrape.sum("db_client_connection_timeouts_total", &[PRIMARY]),
+            1.0
+        );
+        assert_eq!(gauge(&scrape, pending, None), 0.0);
+        let create_server = function("gateway::store::create_server");
+        let exhausted = [create_server, ("error_type", "pool_exhausted")];
+        assert_eq!(
+            scrape.sum("db_client_operation_duration_seconds_count", &exhausted),
+            1.0,
+            "{}",
+            scrape.text
+        );
+        assert_eq!(
+            scrape.sum("resilient_tx_attempt_duration_seconds_count", &exhausted),
+            1.0
+        );
+        assert_eq!(
+            scrape.successes(
+                "db_client_operation_duration_seconds_count",
+                &[function("metrics_route::hold_a_connection")]
+            ),
+            1.0
+        );
         server.shutdown().await.expect("clean shutdown");
         drop(cluster);
     })
