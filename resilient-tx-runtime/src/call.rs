@@ -29,7 +29,8 @@ use tracing::{Span, debug_span, info_span};
 use crate::backoff::draw;
 use crate::error::{Action, AsTxError, Failure, TxError};
 use crate::idempotency::{self, Begin, CallKey, Fingerprint, Key};
-use crate::metrics::Counters;
+use crate::metrics::names::APPLICATION_ERROR;
+use crate::metrics::{CallClock, Counters};
 use crate::outcome::{self, CommitVerification, Evidence, Probes, Verdict};
 use crate::policy::{CallOptions, Isolation, Policy};
 use crate::pool::{Pool, Pooled};
@@ -65,6 +66,8 @@ pub struct Call<'db> {
     verification: CommitVerification,
     /// The current attempt runs on the replica.
     on_replica: bool,
+    /// The call's and the attempt's durations, for the metrics.
+    clock: CallClock,
 }
 
 impl<'db> Call<'db> {
@@ -97,6 +100,7 @@ impl<'db> Call<'db> {
             key: None,
             verification: CommitVerification::Off,
             on_replica: false,
+            clock: CallClock::new(name),
         }
     }
 
@@ -144,6 +148,7 @@ impl<'db> Call<'db> {
         loop {
             self.retry.attempt += 1;
             self.counters().attempt();
+            self.clock.attempt_started();
             self.attempt_span = debug_span!(
                 parent: &self.span,
                 "attempt",
@@ -197,6 +202,7 @@ impl<'db> Call<'db> {
             Ok(shape) => shape,
             Err(error) => {
                 // Nothing ran: the call ends before its first attempt.
+                self.clock.call_ended(Some(error.kind().as_str()));
                 self.span.record("outcome", error.kind().as_str());
                 self.span.record("attempts", self.retry.attempt);
                 return Err(error);
@@ -248,6 +254,8 @@ impl<'db> Call<'db> {
                 tx.rollback();
                 drop(tx);
                 let Some(error) = user_error.as_tx_error().cloned() else {
+                    self.clock.attempt_ended(Some(APPLICATION_ERROR));
+                    self.clock.call_ended(Some(APPLICATION_ERROR));
                     self.span.record("outcome", "application_error");
                     self.span.record("attempts", self.retry.attempt);
                     return ControlFlow::Break(Err(user_error));
@@ -358,13 +366,13 @@ impl<'db> Call<'db> {
         match verdict {
             Verdict::Committed => {
                 counters.ambiguous_commit();
-                counters.ambiguous_verified(true);
+                counters.ambiguous_verified(self.name, true);
                 self.committed();
                 Ok(())
             }
             Verdict::NotCommitted => {
                 counters.ambiguous_commit();
-                counters.ambiguous_verified(false);
+                counters.ambiguous_verified(self.name, false);
                 Err(TxError::new(
                     Failure::ConnectionLost,
                     format!("{} (verified: it was not applied)", error.message()),
@@ -404,6 +412,7 @@ impl<'db> Call<'db> {
             self.attempt_span.record("sqlstate", code.code());
         }
         self.note_trouble(failure);
+        self.clock.attempt_ended(Some(failure.as_str()));
         let counters = self.counters();
         if failure == Failure::CommitUnknown {
             // Verified ones were counted where they were settled.
@@ -425,7 +434,7 @@ impl<'db> Call<'db> {
         let delay = match decision {
             Retry::After { delay, reconnect } => {
                 if reconnect && !self.db.shared.budget.try_withdraw() {
-                    counters.budget_refusal();
+                    counters.budget_refusal(self.name);
                     tracing::warn!(parent: &self.attempt_span, function = self.name, error = %error,
                         "retry budget spent: failing fast instead of adding load");
                     return false;
@@ -444,12 +453,12 @@ impl<'db> Call<'db> {
                 return false;
             }
         };
-        counters.retry(failure);
+        counters.retry(self.name, failure);
         if failure == Failure::CommitUnknown {
             if self.key.is_some() {
-                counters.ambiguous_checked_by_key();
+                counters.ambiguous_checked_by_key(self.name);
             } else {
-                counters.ambiguous_rerun();
+                counters.ambiguous_rerun(self.name);
             }
         }
         let backoff_ms = delay.as_millis() as u64;
@@ -555,7 +564,9 @@ impl<'db> Call<'db> {
 
     /// A keyed call found its result stored by an earlier call.
     fn returned_stored(&self) {
-        self.counters().stored_result_returned();
+        self.counters().stored_result_returned(self.name);
+        self.clock.attempt_ended(None);
+        self.clock.call_ended(None);
         self.attempt_span.record("outcome", "stored_result");
         self.span.record("outcome", "stored_result");
         self.span.record("attempts", self.retry.attempt);
@@ -584,6 +595,8 @@ impl<'db> Call<'db> {
                 }
             });
         }
+        self.clock.attempt_ended(None);
+        self.clock.call_ended(None);
         self.attempt_span.record("outcome", "committed");
         self.span.record("outcome", "committed");
         self.span.record("attempts", self.retry.attempt);
@@ -591,9 +604,9 @@ impl<'db> Call<'db> {
 
     fn gave_up(&self, error: &TxError) {
         error.set_attempts(self.retry.attempt);
-        if self.retry.attempt > 1 {
-            self.counters().give_up();
-        }
+        self.counters()
+            .gave_up(self.name, error, self.retry.attempt);
+        self.clock.call_ended(Some(error.kind().as_str()));
         self.span.record("outcome", error.kind().as_str());
         self.span.record("attempts", self.retry.attempt);
     }

@@ -320,6 +320,10 @@
 //!   calls, attempts, commits, retries by cause, connections opened and discarded,
 //!   stale connections replaced, ambiguous commits and how each was settled, give-ups
 //!   and retry-budget refusals. Counters only grow; subtract two snapshots for rates.
+//! - With the `metrics` cargo feature the same events, with pool gauges and call,
+//!   attempt, connect and checkout durations, go through the `metrics` facade to the
+//!   recorder the application installs (Prometheus, OpenTelemetry, …):
+//!   [the guide](guide#metrics) lists every series.
 //!
 //! ```no_run
 //! use resilient_tx::{Db, ServerRole};
@@ -360,6 +364,8 @@ pub use resilient_tx_runtime::{
     Params, Policy, PoolStatus, RetryBudgetConfig, ServerRole, Tx, TxError, TxStatement,
     tokio_postgres,
 };
+#[cfg(feature = "metrics")]
+pub use resilient_tx_runtime::{describe_metrics, record_pool_metrics};
 
 #[doc = include_str!("../docs/guide.md")]
 pub mod guide {}

@@ -51,6 +51,10 @@ pub struct Config {
     /// `application_name` of the gateway's database connections, unless the URL sets
     /// one. Operators (and tests) find the gateway's backends by it.
     pub application_name: String,
+    /// Serve `GET /metrics` (behind the bearer token), installing the Prometheus
+    /// recorder as the process's global one if no gateway of the process did yet.
+    /// Off for a program that embeds the gateway and installs a recorder of its own.
+    pub metrics: bool,
 }
 
 /// Pool sizing: a few connections kept warm, more opened under load.
@@ -113,6 +117,7 @@ impl Config {
             deadline: Duration::from_secs(30),
             retries: DEFAULT_RETRIES,
             application_name: "gateway".to_owned(),
+            metrics: true,
         }
     }
 
@@ -137,6 +142,7 @@ impl Config {
     /// | `DEADLINE_MS` | total budget of one call | 30000 |
     /// | `RETRIES` | most retries of one call (the deadline bounds them too) | 5 |
     /// | `APPLICATION_NAME` | `application_name` of the connections | `gateway` |
+    /// | `METRICS` | `on` serves `GET /metrics`, `off` does not | `on` |
     ///
     /// Empty values count as unset.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -188,6 +194,9 @@ impl Config {
         if let Some(name) = var("APPLICATION_NAME") {
             config.application_name = name;
         }
+        if let Some(metrics) = var("METRICS") {
+            config.metrics = switch("METRICS", &metrics)?;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -238,6 +247,17 @@ fn parse<T: std::str::FromStr>(
         .transpose()
 }
 
+/// `on` or `off` (also `true`/`false`, `1`/`0`), in any case.
+fn switch(name: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        _ => Err(ConfigError(format!(
+            "{name} must be `on` or `off`, got {value:?}"
+        ))),
+    }
+}
+
 /// A duration in milliseconds that must be above zero.
 fn millis(
     var: &impl Fn(&str) -> Option<String>,
@@ -265,6 +285,7 @@ impl fmt::Debug for Config {
             .field("deadline", &self.deadline)
             .field("retries", &self.retries)
             .field("application_name", &self.application_name)
+            .field("metrics", &self.metrics)
             .finish()
     }
 }
@@ -321,6 +342,7 @@ mod tests {
         assert_eq!(config.database_replica_url, None);
         assert_eq!(config.retries, DEFAULT_RETRIES);
         assert_eq!(config.application_name, "gateway");
+        assert!(config.metrics);
     }
 
     #[test]
@@ -342,8 +364,10 @@ mod tests {
             ("APPLICATION_NAME", "gw-test"),
             ("DATABASE_REPLICA_URL", "postgres://app@replica/app"),
             ("RETRIES", "12"),
+            ("METRICS", "off"),
         ])
         .expect("valid");
+        assert!(!config.metrics);
         assert_eq!(
             config.database_replica_url.as_deref(),
             Some("postgres://app@replica/app")
@@ -371,6 +395,7 @@ mod tests {
             ("PORT", "http"),
             ("POOL_TIMEOUT_MS", "-1"),
             ("DEADLINE_MS", "0"),
+            ("METRICS", "maybe"),
         ] {
             let error = from(&[(name, value)]).expect_err(name);
             assert!(error.0.contains(name), "{error}");
