@@ -48,6 +48,13 @@ impl PoolHealth {
 
     pub(crate) fn connect_failed(&self, error: TxError) {
         self.lock().last_connect_error = Some((Instant::now(), error));
+    }
+
+    /// Wakes the callers waiting in the pool after a failed connect. Called by bb8's
+    /// error sink, not by the manager: bb8 counts the failed connect as pending until
+    /// the manager has returned, and a checkout that starts while it is still counted
+    /// asks for no connect of its own and waits out its whole timeout.
+    pub(crate) fn connect_failure_counted(&self) {
         self.connect_failures.send_modify(|n| *n += 1);
     }
 

@@ -41,6 +41,22 @@ pub(crate) struct PoolSettings {
     pub(crate) statements: Arc<StatementPolicy>,
 }
 
+/// bb8's error sink: it receives a failed connect's error once bb8 no longer counts
+/// that connect as pending, the moment waiting checkouts may ask for a new one.
+#[derive(Debug, Clone)]
+struct ConnectFailures(Arc<PoolHealth>);
+
+impl bb8::ErrorSink<TxError> for ConnectFailures {
+    fn sink(&self, _error: TxError) {
+        // The manager has recorded the error already.
+        self.0.connect_failure_counted();
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<TxError>> {
+        Box::new(self.clone())
+    }
+}
+
 /// A checked-out connection.
 pub(crate) type Pooled<'a> = PooledConnection<'a, Manager>;
 
@@ -110,6 +126,7 @@ impl Pool {
             // One connect per attempt: the attempt loop paces reconnects with its own
             // backoff, deadline and retry budget.
             .retry_connection(false)
+            .error_sink(Box::new(ConnectFailures(health.clone())))
             .build_unchecked(manager);
         Pool {
             pool,
