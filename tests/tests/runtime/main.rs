@@ -9,5 +9,6 @@ mod failover;
 mod idempotency;
 mod safety;
 mod statements;
+mod tls;
 mod verification;
 mod wrapped_errors;
