@@ -7,6 +7,7 @@ mod conflicts;
 mod connection_loss;
 mod failover;
 mod idempotency;
+mod pgbouncer;
 mod safety;
 mod statements;
 mod tls;
