@@ -25,8 +25,9 @@ pub(crate) const MISSING_DATABASE_URL: &str = "DATABASE_URL is not set: set DATA
 /// `Debug` hides the token and the database URL (which may carry a password).
 #[derive(Clone)]
 pub struct Config {
-    /// libpq URI or key=value string; several hosts and `target_session_attrs` are
-    /// understood. `None` starts a throwaway local PostgreSQL server for the process's
+    /// libpq URI or key=value string; several hosts, `target_session_attrs` and libpq's
+    /// TLS parameters (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`) are understood.
+    /// `None` starts a throwaway local PostgreSQL server for the process's
     /// lifetime with the `local-db` feature, and is refused without it.
     pub database_url: Option<String>,
     /// A read replica (libpq URI or key=value, several hosts allowed) that serves the
@@ -51,6 +52,11 @@ pub struct Config {
     /// `application_name` of the gateway's database connections, unless the URL sets
     /// one. Operators (and tests) find the gateway's backends by it.
     pub application_name: String,
+    /// Whether statements are prepared once per connection and reused (the default).
+    /// `false` behind a pooler in transaction mode (PgBouncer before 1.21), where
+    /// named prepared statements do not follow a client from one transaction to the
+    /// next: every statement is then sent unnamed.
+    pub statement_cache: bool,
 }
 
 /// Pool sizing: a few connections kept warm, more opened under load.
@@ -113,6 +119,7 @@ impl Config {
             deadline: Duration::from_secs(30),
             retries: DEFAULT_RETRIES,
             application_name: "gateway".to_owned(),
+            statement_cache: true,
         }
     }
 
@@ -137,6 +144,7 @@ impl Config {
     /// | `DEADLINE_MS` | total budget of one call | 30000 |
     /// | `RETRIES` | most retries of one call (the deadline bounds them too) | 5 |
     /// | `APPLICATION_NAME` | `application_name` of the connections | `gateway` |
+    /// | `DATABASE_STATEMENT_CACHE` | `on`, or `off` behind PgBouncer in transaction mode | `on` |
     ///
     /// Empty values count as unset.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -187,6 +195,18 @@ impl Config {
         }
         if let Some(name) = var("APPLICATION_NAME") {
             config.application_name = name;
+        }
+        if let Some(cache) = var("DATABASE_STATEMENT_CACHE") {
+            config.statement_cache = match cache.trim() {
+                "on" => true,
+                "off" => false,
+                _ => {
+                    return Err(ConfigError(format!(
+                        "DATABASE_STATEMENT_CACHE must be on or off (off behind PgBouncer in \
+                         transaction mode), got {cache:?}"
+                    )));
+                }
+            };
         }
         config.validate()?;
         Ok(config)
@@ -265,6 +285,7 @@ impl fmt::Debug for Config {
             .field("deadline", &self.deadline)
             .field("retries", &self.retries)
             .field("application_name", &self.application_name)
+            .field("statement_cache", &self.statement_cache)
             .finish()
     }
 }
@@ -321,6 +342,7 @@ mod tests {
         assert_eq!(config.database_replica_url, None);
         assert_eq!(config.retries, DEFAULT_RETRIES);
         assert_eq!(config.application_name, "gateway");
+        assert!(config.statement_cache);
     }
 
     #[test]
@@ -342,8 +364,10 @@ mod tests {
             ("APPLICATION_NAME", "gw-test"),
             ("DATABASE_REPLICA_URL", "postgres://app@replica/app"),
             ("RETRIES", "12"),
+            ("DATABASE_STATEMENT_CACHE", "off"),
         ])
         .expect("valid");
+        assert!(!config.statement_cache);
         assert_eq!(
             config.database_replica_url.as_deref(),
             Some("postgres://app@replica/app")
@@ -377,6 +401,13 @@ mod tests {
         }
         let error = from(&[("POOL_MIN_IDLE", "20")]).expect_err("min above max");
         assert!(error.0.contains("POOL_MIN_IDLE"), "{error}");
+        let error = from(&[
+            ("DATABASE_URL", "postgres://db/app"),
+            ("GATEWAY_TOKEN", "t"),
+            ("DATABASE_STATEMENT_CACHE", "false"),
+        ])
+        .expect_err("on or off");
+        assert!(error.0.contains("DATABASE_STATEMENT_CACHE"), "{error}");
         let error =
             from(&[("DATABASE_REPLICA_URL", "postgres://r/app")]).expect_err("replica alone");
         assert!(error.0.contains("DATABASE_REPLICA_URL"), "{error}");
