@@ -27,11 +27,11 @@ use tracing::instrument::{Instrument, Instrumented};
 use tracing::{Span, debug_span, info_span};
 
 use crate::backoff::draw;
-use crate::error::{AsTxError, Failure, TxError};
+use crate::error::{Action, AsTxError, Failure, TxError};
 use crate::idempotency::{self, Begin, Key};
 use crate::metrics::Counters;
-use crate::outcome::{self, CommitVerification, Evidence, Probes, Verdict, XactIdentity};
-use crate::policy::{CallOptions, Policy};
+use crate::outcome::{self, CommitVerification, Evidence, Probes, Verdict};
+use crate::policy::{CallOptions, Isolation, Policy};
 use crate::pool::{Pool, Pooled};
 use crate::retry::{self, CallTraits, GiveUp, Retry, RetryState};
 use crate::shared::DbRef;
@@ -41,11 +41,13 @@ use crate::tx::{Tx, begin_sql};
 /// (a clean 57014, the connection kept) should win whenever the server is answering.
 const CLIENT_TIMER_MARGIN: Duration = Duration::from_millis(500);
 
-/// Every this many commits, markers older than [`MARKER_RETENTION`] are purged.
-const MARKER_PURGE_EVERY: u64 = 10_000;
+/// Every this many commits, verification rows older than [`VERIFICATION_RETENTION`]
+/// are purged.
+const PURGE_EVERY: u64 = 10_000;
 
-/// How long commit markers are kept: far longer than any call's deadline.
-const MARKER_RETENTION: Duration = Duration::from_secs(3600);
+/// How long commit markers, and the counters of connections that stopped committing,
+/// are kept: far longer than any call's deadline.
+const VERIFICATION_RETENTION: Duration = Duration::from_secs(3600);
 
 /// The state of one call across its attempts.
 #[doc(hidden)]
@@ -133,6 +135,7 @@ impl<'db> Call<'db> {
             let acquired = self.acquire(bound).instrument(span).await;
             match acquired {
                 Ok(conn) => {
+                    self.retry.runs += 1;
                     return Ok(Tx::new(
                         conn,
                         self.begin_sql.clone(),
@@ -211,18 +214,12 @@ impl<'db> Call<'db> {
                 return ControlFlow::Break(Err(user_error));
             }
         };
-        let marker = self.verification.marker();
-        let insert = self.db.shared.tables.markers.insert.as_str();
-        let committed = tx
-            .commit(marker.as_deref().map(|m| (insert, m)))
-            .instrument(self.attempt_span.clone())
-            .await;
-        let evidence = match marker {
-            Some(marker) => Some(Evidence::Marker(marker)),
-            None => tx
-                .noted_xact()
-                .map(|(xid, backend)| Evidence::Xact(XactIdentity::new(xid, backend))),
-        };
+        let tables = &self.db.shared.tables;
+        let evidence = Evidence::for_commit(self.verification, &tx);
+        let mark = evidence
+            .as_ref()
+            .and_then(|evidence| evidence.mark(tables, tx.may_notify()));
+        let committed = tx.commit(mark).instrument(self.attempt_span.clone()).await;
         // The connection goes back to the pool before any backoff.
         drop(tx);
         let error = match committed {
@@ -275,7 +272,10 @@ impl<'db> Call<'db> {
     /// configured and reachable, otherwise from the primary.
     async fn acquire(&mut self, bound: Duration) -> Result<Pooled<'db>, TxError> {
         self.on_replica = false;
-        if let (true, Some(replica)) = (self.policy.read_only, self.db.replica()) {
+        // A standby cannot run SERIALIZABLE: such reads go to the primary.
+        let replica_can =
+            self.policy.read_only && self.policy.isolation != Some(Isolation::Serializable);
+        if let (true, Some(replica)) = (replica_can, self.db.replica()) {
             match replica.acquire(bound).await {
                 Ok(conn) => {
                     self.on_replica = true;
@@ -300,7 +300,7 @@ impl<'db> Call<'db> {
     ) -> Result<(), TxError> {
         let shared = self.db.shared;
         let probes = Probes::new(&shared.pool, self.deadline, self.name);
-        let verdict = outcome::verify(probes, evidence, &shared.tables.markers)
+        let verdict = outcome::verify(probes, evidence, &shared.tables)
             .instrument(self.attempt_span.clone())
             .await;
         tracing::info!(parent: &self.attempt_span, function = self.name, verdict = ?verdict,
@@ -322,7 +322,7 @@ impl<'db> Call<'db> {
                 ))
             }
             Verdict::Unknown(why) => {
-                let unsettled = evidence.unsettled(why, shared.tables.markers.name());
+                let unsettled = evidence.unsettled(why, &shared.tables);
                 tracing::warn!(parent: &self.attempt_span, function = self.name,
                     "COMMIT outcome unknown: {unsettled}");
                 Err(TxError::new(
@@ -415,8 +415,26 @@ impl<'db> Call<'db> {
             tracing::info!(parent: &self.attempt_span, function = self.name, class = failure.as_str(),
                 sqlstate, backoff_ms, attempt, cause, "retrying transaction");
         }
-        tokio::time::sleep(delay).await;
+        self.back_off(delay, failure).await;
         true
+    }
+
+    /// Sleeps out a backoff. After a connection failure, the end of the outage ends it
+    /// too: the first connect that succeeds wakes every call waiting on the pool,
+    /// instead of each sleeping out its own delay.
+    async fn back_off(&self, delay: Duration, failure: Failure) {
+        if failure.action() != Action::Reconnect {
+            return tokio::time::sleep(delay).await;
+        }
+        let health = &self.attempt_pool().health;
+        let mut recovered = health.watch_recovered();
+        if !health.in_outage() {
+            return tokio::time::sleep(delay).await;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = recovered.changed() => {}
+        }
     }
 
     /// Whatever killed a connection (a restart, a failover, a demotion) may have
@@ -445,28 +463,27 @@ impl<'db> Call<'db> {
     }
 
     /// How this call verifies an ambiguous COMMIT: not at all when a key or
-    /// `idempotent` already settles it, nor for read-only work, nor by marker when the
-    /// marker table cannot be created (then an ambiguous COMMIT is `CommitUnknown`).
+    /// `idempotent` already settles it, nor for read-only work, nor by a table that
+    /// cannot be created (then an ambiguous COMMIT is `CommitUnknown`).
     async fn wants_verification(&self) -> CommitVerification {
         let shared = self.db.shared;
         let verification = shared.commit_verification;
         if self.key.is_some() || self.policy.idempotent || self.policy.read_only {
             return CommitVerification::Off;
         }
-        if verification != CommitVerification::MarkerRow {
-            return verification;
-        }
-        match shared
-            .tables
-            .ensure_markers(&shared.pool, shared.pool.pool_timeout)
-            .await
-        {
+        let (tables, pool, bound) = (&shared.tables, &shared.pool, shared.pool.pool_timeout);
+        let ready = match verification {
+            CommitVerification::FencedCounter => tables.ensure_counters(pool, bound).await,
+            CommitVerification::MarkerRow => tables.ensure_markers(pool, bound).await,
+            _ => return verification,
+        };
+        match ready {
             Ok(()) => verification,
             Err(error) => {
                 // Not cached: a database that is down now may let the next call create
                 // the table. Each later call tries again.
                 tracing::warn!(function = self.name, error = %error,
-                    "commit verification is unavailable for this call: the marker table could not be created");
+                    "commit verification is unavailable for this call: its table could not be created");
                 CommitVerification::Off
             }
         }
@@ -493,15 +510,24 @@ impl<'db> Call<'db> {
 
     fn committed(&self) {
         let commits = self.counters().commit();
-        if self.verification == CommitVerification::MarkerRow && commits % MARKER_PURGE_EVERY == 0 {
-            // Markers matter only until their call returns; keep the table small
-            // without a background task of its own.
+        let tables = &self.db.shared.tables;
+        let purge = match self.verification {
+            _ if commits % PURGE_EVERY != 0 => None,
+            CommitVerification::MarkerRow => Some(tables.markers.purge(VERIFICATION_RETENTION)),
+            CommitVerification::FencedCounter => {
+                Some(tables.counters.purge(VERIFICATION_RETENTION))
+            }
+            _ => None,
+        };
+        if let Some(sql) = purge {
+            // Markers matter only until their call returns, counters only while their
+            // connection lives: keep the table small without a background task of its
+            // own.
             let shared = self.db.shared.clone();
             tokio::spawn(async move {
-                let sql = shared.tables.markers.purge(MARKER_RETENTION);
                 let bound = shared.pool.pool_timeout;
                 if let Err(error) = crate::tables::purge(&shared.pool, &sql, bound).await {
-                    tracing::warn!(error = %error, "purging old commit markers failed");
+                    tracing::warn!(error = %error, "purging old commit verification rows failed");
                 }
             });
         }

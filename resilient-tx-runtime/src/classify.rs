@@ -113,6 +113,11 @@ pub(crate) fn classify(err: &tokio_postgres::Error, phase: Phase) -> Failure {
     if let Some(db) = err.as_db_error() {
         return classify_db_error(db, phase);
     }
+    if is_config_error(err) {
+        // "password missing" and the like: the settings, not the network, are at
+        // fault, and every retry would meet the same.
+        return Failure::Config;
+    }
     let connection_level = err.is_closed()
         || source_io_error(err).is_some()
         || err.to_string().contains("timeout")
@@ -133,6 +138,13 @@ pub(crate) fn classify_client(connection_level: bool, phase: Phase) -> Failure {
         Phase::Statement => Failure::ConnectionLost,
         Phase::Commit => Failure::CommitUnknown,
     }
+}
+
+/// tokio-postgres' own configuration errors ("password missing", no host given …),
+/// told by their fixed wording: the error's kind is not public.
+fn is_config_error(err: &tokio_postgres::Error) -> bool {
+    let text = err.to_string();
+    text.starts_with("invalid configuration") || text.starts_with("invalid connection string")
 }
 
 fn source_io_error(err: &tokio_postgres::Error) -> Option<&io::Error> {
@@ -161,6 +173,11 @@ pub(crate) fn connect_error(err: tokio_postgres::Error, host: &str) -> TxError {
     let cause = cause_of(&err);
     let message = match failure {
         Failure::Database => format!("the database at {host} refused the connection: {cause}"),
+        Failure::Config if cause.contains("password missing") => format!(
+            "the database at {host} asks for a password and the database URL gives none \
+             (add it to the URL, e.g. postgres://user:password@host/db)"
+        ),
+        Failure::Config => format!("cannot connect to the database at {host}: {cause}"),
         _ => format!("could not connect to the database at {host}: {cause}"),
     };
     TxError::with_details(failure, message, sqlstate, Some(Box::new(err)))

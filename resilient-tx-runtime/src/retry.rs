@@ -20,6 +20,13 @@ pub(crate) const LOCK_RETRIES: u32 = 2;
 pub(crate) struct RetryState {
     /// Attempts made so far (1 after the first).
     pub(crate) attempt: u32,
+    /// Attempts that got a connection, so that the body reached the server: what
+    /// `retries` counts. An attempt that could not connect (refused, silent, a
+    /// server starting up or shutting down, no free connection) ran nothing, and is
+    /// retried until the deadline; during a switchover every connect fails fast for a
+    /// second or two, and counting those would spend the retries long before the
+    /// deadline.
+    pub(crate) runs: u32,
 }
 
 /// What the failed attempt's call is, beyond its policy.
@@ -84,8 +91,8 @@ pub(crate) fn decide(
             _ => GiveUp::NotRetriable,
         });
     }
-    if state.attempt > policy.retries
-        || (failure == Failure::LockUnavailable && state.attempt > LOCK_RETRIES)
+    if state.runs > policy.retries
+        || (failure == Failure::LockUnavailable && state.runs > LOCK_RETRIES)
     {
         return Retry::GiveUp(GiveUp::RetriesSpent);
     }
@@ -116,8 +123,12 @@ mod tests {
 
     const SECOND: Duration = Duration::from_secs(1);
 
+    /// After `attempt` attempts that all reached the server.
     fn state(attempt: u32) -> RetryState {
-        RetryState { attempt }
+        RetryState {
+            attempt,
+            runs: attempt,
+        }
     }
 
     fn unkeyed() -> CallTraits {
@@ -220,6 +231,52 @@ mod tests {
         ));
         assert_eq!(
             after(3, &policy, Failure::Conflict),
+            Retry::GiveUp(GiveUp::RetriesSpent)
+        );
+    }
+
+    #[test]
+    fn attempts_that_could_not_connect_do_not_spend_retries() {
+        let policy = Policy::default().retries(2);
+        let now = Instant::now();
+        let connecting = RetryState {
+            attempt: 40,
+            runs: 0,
+        };
+        for failure in [Failure::Unreachable, Failure::ConnectTimeout] {
+            assert!(
+                matches!(
+                    decide(
+                        &connecting,
+                        &policy,
+                        unkeyed(),
+                        failure,
+                        now,
+                        now + 60 * SECOND,
+                        0.0
+                    ),
+                    Retry::After {
+                        reconnect: true,
+                        ..
+                    }
+                ),
+                "{failure:?}"
+            );
+        }
+        let ran = RetryState {
+            attempt: 40,
+            runs: 3,
+        };
+        assert_eq!(
+            decide(
+                &ran,
+                &policy,
+                unkeyed(),
+                Failure::ConnectionLost,
+                now,
+                now + 60 * SECOND,
+                0.0
+            ),
             Retry::GiveUp(GiveUp::RetriesSpent)
         );
     }

@@ -16,10 +16,15 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row, SimpleQueryMessage, Statement};
 
 use crate::classify::{Phase, client_timeout, to_tx_error};
-use crate::connection::{Backend, declared_type, note_backend};
+use crate::connection::{Backend, CommitCounter, declared_type, note_backend};
 use crate::error::{Failure, TxError};
 use crate::policy::Policy;
 use crate::pool::Pooled;
+
+/// How much longer than its statement timeout a transaction may sit idle on the server
+/// before the server ends it: past the client's attempt timer (the timeout plus half
+/// a second), so a live attempt is never cut short by it.
+const ORPHAN_MARGIN: Duration = Duration::from_millis(1500);
 
 /// Ends BEGIN's simple query when commit verification by transaction status needs the
 /// transaction's id.
@@ -28,19 +33,34 @@ const NOTE_XID: &str = "SELECT pg_current_xact_id()";
 /// The BEGIN sent with the first statement: isolation, access mode, the statement
 /// timeout and, when `note_xid`, the `SELECT` that tells the transaction's id, in one
 /// simple query so none of it costs a round trip of its own.
+///
+/// The settings follow a plain `BEGIN` in a `SET TRANSACTION` of their own, rather
+/// than in BEGIN's options: should one fail (a standby refuses SERIALIZABLE), the
+/// transaction block is open and now aborted, so the statement sent in the same flight
+/// runs nothing. A failed `BEGIN ISOLATION LEVEL …` would open no block, and that
+/// statement would run, and commit, on its own.
 pub(crate) fn begin_sql(policy: &Policy, note_xid: bool) -> String {
     let mut sql = String::from("BEGIN");
-    if let Some(isolation) = policy.isolation {
-        sql.push_str(" ISOLATION LEVEL ");
-        sql.push_str(isolation.as_sql());
-    }
-    if policy.read_only {
-        sql.push_str(" READ ONLY");
+    if policy.isolation.is_some() || policy.read_only {
+        sql.push_str("; SET TRANSACTION");
+        if let Some(isolation) = policy.isolation {
+            sql.push_str(" ISOLATION LEVEL ");
+            sql.push_str(isolation.as_sql());
+        }
+        if policy.read_only {
+            sql.push_str(" READ ONLY");
+        }
     }
     if let Some(timeout) = policy.timeout {
+        // The server's own bound on the attempt's statements, and on the transaction
+        // sitting idle: after a partition the server never hears that its client is
+        // gone, and without this an orphaned transaction keeps its locks until TCP
+        // keepalive ends the session. Past the attempt's timer (plus a margin) nobody
+        // waits for it any more.
         sql.push_str(&format!(
-            "; SET LOCAL statement_timeout = {}",
-            timeout.as_millis().max(1)
+            "; SET LOCAL statement_timeout = {}; SET LOCAL idle_in_transaction_session_timeout = {}",
+            timeout.as_millis().max(1),
+            (timeout + ORPHAN_MARGIN).as_millis()
         ));
     }
     if note_xid {
@@ -119,6 +139,8 @@ pub struct Tx<'db> {
     note_xid: bool,
     /// The transaction's id, once BEGIN's reply told it.
     xid: Option<u64>,
+    /// A statement mentioned NOTIFY (see [`Tx::may_notify`]).
+    may_notify: bool,
 }
 
 impl<'db> Tx<'db> {
@@ -135,6 +157,7 @@ impl<'db> Tx<'db> {
             read_only,
             note_xid,
             xid: None,
+            may_notify: false,
             pending_begin: Some(begin),
             in_flight: false,
             finished: false,
@@ -239,6 +262,7 @@ impl<'db> Tx<'db> {
     /// (no parameters, no rows).
     pub async fn batch_execute(&mut self, sql: &str) -> Result<(), TxError> {
         self.usable()?;
+        self.may_notify |= mentions_notify(sql);
         self.note_backend().await?;
         let begin = self.pending_begin.take();
         let client = &self.conn.client;
@@ -261,6 +285,9 @@ impl<'db> Tx<'db> {
         execute: impl AsyncFnOnce(&Client, Target<'_>) -> Result<R, tokio_postgres::Error>,
     ) -> Result<R, TxError> {
         self.usable()?;
+        if let QueryRef::Sql(sql) = query {
+            self.may_notify |= mentions_notify(sql);
+        }
         let named = self.conn.statements.policy().named();
         let typed = match query {
             QueryRef::Sql(_) if !named => Some(declare_types(params)?),
@@ -303,7 +330,7 @@ impl<'db> Tx<'db> {
         if !self.note_xid || self.pending_begin.is_none() || self.conn.backend.is_some() {
             return Ok(());
         }
-        let work = note_backend(&self.conn.client);
+        let work = async { Ok(note_backend(&self.conn.client).await?) };
         let result = bounded(&mut self.in_flight, self.deadline, work).await;
         self.conn.backend = self.settle(result, false)?;
         Ok(())
@@ -314,10 +341,10 @@ impl<'db> Tx<'db> {
         Some((self.xid?, self.conn.backend.clone()?))
     }
 
-    /// Sends COMMIT, preceded in the same flight by the commit marker's insert when
-    /// one is given (`(statement SQL, marker)`). A transaction in which nothing ran
-    /// costs nothing.
-    pub(crate) async fn commit(&mut self, marker: Option<(&str, &str)>) -> Result<(), TxError> {
+    /// Sends COMMIT, preceded in the same flight by the statement that lets commit
+    /// verification settle a lost reply, when one is given. A transaction in which
+    /// nothing ran costs nothing.
+    pub(crate) async fn commit(&mut self, mark: Option<CommitMark<'_>>) -> Result<(), TxError> {
         if let Some(error) = &self.poisoned {
             return Err(error.clone());
         }
@@ -325,36 +352,63 @@ impl<'db> Tx<'db> {
             self.finished = true;
             return Ok(());
         }
-        // The marker's insert runs like a body's statement: prepared once per
-        // connection and cached, or unnamed with named statements off.
-        let marker = match marker {
-            Some((sql, id)) => Some((self.marker_statement(sql).await?, sql, id)),
+        // The mark runs like a body's statement: prepared once per connection and
+        // cached, or unnamed with named statements off.
+        let prepared = match &mark {
+            Some(mark) => self.mark_statement(mark.sql()).await?,
             None => None,
         };
         self.finished = true;
+        let counter = self.conn.counter;
+        let next = counter.committed + 1;
         let client = &self.conn.client;
         let work = async {
-            let Some((statement, sql, id)) = &marker else {
-                return client.batch_execute("COMMIT").await;
+            let Some(mark) = &mark else {
+                return client.batch_execute("COMMIT").await.map(|()| false);
             };
-            // Back to back: should the insert fail, the COMMIT that follows only ends
-            // the aborted transaction, and the insert's error is what the caller sees.
-            let mark = async {
-                match statement {
-                    Some(statement) => client.execute(statement, &[id]).await,
-                    None => client.execute_typed(sql, &[(id, Type::TEXT)]).await,
+            // Back to back: should the mark fail, the COMMIT that follows only ends the
+            // aborted transaction, and the mark's error is what the caller sees.
+            let send = async {
+                match (mark, &prepared) {
+                    (CommitMark::Marker { marker, .. }, Some(statement)) => {
+                        client.execute(statement, &[marker]).await.map(|_| false)
+                    }
+                    (CommitMark::Marker { sql, marker }, None) => client
+                        .execute_typed(sql, &[(marker, Type::TEXT)])
+                        .await
+                        .map(|_| false),
+                    (CommitMark::Counter { .. }, Some(statement)) => client
+                        .query_one(statement, &[&counter.id, &counter.committed, &next])
+                        .await
+                        .map(|row| row.get::<_, i64>(0) > 0),
+                    (CommitMark::Counter { sql }, None) => client
+                        .query_typed_one(
+                            sql,
+                            &[
+                                (&counter.id, Type::INT8),
+                                (&counter.committed, Type::INT8),
+                                (&next, Type::INT8),
+                            ],
+                        )
+                        .await
+                        .map(|row| row.get::<_, i64>(0) > 0),
                 }
             };
-            let (marked, committed) =
-                futures_util::future::join(mark, client.batch_execute("COMMIT")).await;
-            marked.and(committed).map(|_| ())
+            let (moved, committed) =
+                futures_util::future::join(send, client.batch_execute("COMMIT")).await;
+            let moved = moved?;
+            committed?;
+            Ok(moved)
         };
         let result = match bounded(&mut self.in_flight, self.deadline, work).await {
-            Ok(Ok(())) => return Ok(()),
-            // The marker's insert failed, so COMMIT only ended an aborted transaction.
-            Ok(Err(e)) if matches!(marker, Some((Some(_), _, _))) => {
-                self.lost_statement(to_tx_error(e, Phase::Commit))
+            Ok(Ok(moved)) => {
+                if moved {
+                    self.conn.counter.committed = next;
+                }
+                return Ok(());
             }
+            // The mark failed, so COMMIT only ended an aborted transaction.
+            Ok(Err(e)) if prepared.is_some() => self.lost_statement(to_tx_error(e, Phase::Commit)),
             Ok(Err(e)) => to_tx_error(e, Phase::Commit),
             Err(()) => client_timeout(Phase::Commit, self.timer),
         };
@@ -362,6 +416,19 @@ impl<'db> Tx<'db> {
             self.conn.condemn();
         }
         Err(result)
+    }
+
+    /// This connection's commit counter, as the next COMMIT's compare-and-set will
+    /// find it.
+    pub(crate) fn commit_counter(&self) -> CommitCounter {
+        self.conn.counter
+    }
+
+    /// Whether a statement of this transaction may have queued a notification
+    /// (`NOTIFY`, `pg_notify`): an effect that gets the transaction an id only at
+    /// COMMIT, so a mark that looks for the id would miss it.
+    pub(crate) fn may_notify(&self) -> bool {
+        self.may_notify
     }
 
     /// A 26000 (no such prepared statement) or 42P05 (one of that name exists
@@ -394,9 +461,9 @@ impl<'db> Tx<'db> {
         )
     }
 
-    /// The marker insert's cached statement, prepared on first use; `None` when named
+    /// The mark's cached statement, prepared on first use; `None` when named
     /// statements are off and it is sent unnamed.
-    async fn marker_statement(&mut self, sql: &str) -> Result<Option<Statement>, TxError> {
+    async fn mark_statement(&mut self, sql: &str) -> Result<Option<Statement>, TxError> {
         if !self.conn.statements.policy().named() {
             return Ok(None);
         }
@@ -438,19 +505,31 @@ impl<'db> Tx<'db> {
     /// duplicate prepared statement is the runtime's, not the body's.
     fn settle<R>(
         &mut self,
-        result: Result<Result<R, tokio_postgres::Error>, ()>,
+        result: Result<Result<R, Failed>, ()>,
         named: bool,
     ) -> Result<R, TxError> {
-        let error = match result {
+        let (error, in_begin) = match result {
             Ok(Ok(output)) => return Ok(output),
-            Ok(Err(e)) => to_tx_error(e, Phase::Statement),
-            Err(()) => client_timeout(Phase::Statement, self.timer),
+            Ok(Err(failed)) => (to_tx_error(failed.error, Phase::Statement), failed.in_begin),
+            Err(()) => (client_timeout(Phase::Statement, self.timer), false),
         };
         let error = match named {
             true => self.lost_statement(error),
             false => error,
         };
-        let error = if error.failure() == Failure::ReadOnly && self.read_only {
+        let error = if in_begin && error.sqlstate() == Some(&SqlState::FEATURE_NOT_SUPPORTED) {
+            // BEGIN's own settings failing as "not supported" is a standby refusing
+            // SERIALIZABLE: the connection reached a server in recovery, like a 25006.
+            TxError::with_details(
+                Failure::ReadOnly,
+                format!(
+                    "the connection reached a standby, which cannot run this transaction: {}",
+                    error.message()
+                ),
+                error.sqlstate().cloned(),
+                None,
+            )
+        } else if error.failure() == Failure::ReadOnly && self.read_only && !in_begin {
             TxError::with_details(
                 Failure::Database,
                 format!(
@@ -507,23 +586,79 @@ async fn pipelined<R>(
     client: &Client,
     begin: Option<(&str, bool)>,
     work: impl Future<Output = Result<R, tokio_postgres::Error>>,
-) -> Result<(Option<u64>, R), tokio_postgres::Error> {
+) -> Result<(Option<u64>, R), Failed> {
     match begin {
         None => Ok((None, work.await?)),
         Some((sql, false)) => {
             let (begun, result) = futures_util::future::join(client.batch_execute(sql), work).await;
-            begun?;
+            begun.map_err(Failed::in_begin)?;
             Ok((None, result?))
         }
         Some((sql, true)) => {
             let (begun, result) = futures_util::future::join(client.simple_query(sql), work).await;
-            let xid = begun?.iter().rev().find_map(|message| match message {
-                SimpleQueryMessage::Row(row) => row.get(0)?.parse::<u64>().ok(),
-                _ => None,
-            });
+            let xid =
+                begun
+                    .map_err(Failed::in_begin)?
+                    .iter()
+                    .rev()
+                    .find_map(|message| match message {
+                        SimpleQueryMessage::Row(row) => row.get(0)?.parse::<u64>().ok(),
+                        _ => None,
+                    });
             Ok((xid, result?))
         }
     }
+}
+
+/// A failed round trip, and whether the error came from BEGIN's own query (whose
+/// failure leaves the transaction block aborted, so the statement sent with it ran
+/// nothing).
+struct Failed {
+    error: tokio_postgres::Error,
+    in_begin: bool,
+}
+
+impl Failed {
+    fn in_begin(error: tokio_postgres::Error) -> Failed {
+        Failed {
+            error,
+            in_begin: true,
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for Failed {
+    fn from(error: tokio_postgres::Error) -> Failed {
+        Failed {
+            error,
+            in_begin: false,
+        }
+    }
+}
+
+/// What COMMIT's flight carries so that commit verification can settle a lost reply.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CommitMark<'a> {
+    /// `sql` inserts `marker` (`$1`, text).
+    Marker { sql: &'a str, marker: &'a str },
+    /// `sql` moves this connection's commit counter by one (`$1` its id, `$2` the value
+    /// it last committed, `$3` the next) and returns how many rows it moved.
+    Counter { sql: &'a str },
+}
+
+impl CommitMark<'_> {
+    fn sql(&self) -> &str {
+        match self {
+            CommitMark::Marker { sql, .. } | CommitMark::Counter { sql } => sql,
+        }
+    }
+}
+
+/// Whether SQL text may queue a notification: `NOTIFY` or `pg_notify`, in any case.
+fn mentions_notify(sql: &str) -> bool {
+    sql.as_bytes()
+        .windows(6)
+        .any(|w| w.eq_ignore_ascii_case(b"notify"))
 }
 
 /// What a statement runs as.
@@ -558,8 +693,11 @@ fn declare_types<'p>(params: Params<'p>) -> Result<Vec<(&'p (dyn ToSql + Sync), 
 impl Drop for Tx<'_> {
     fn drop(&mut self) {
         // A call cancelled mid-attempt (a dropped request future) must not hand a
-        // connection with an open transaction to the next caller.
-        if !self.finished {
+        // connection with an open transaction, or with a COMMIT whose outcome nobody
+        // will learn still running, to the next caller.
+        if self.in_flight {
+            self.conn.condemn();
+        } else if !self.finished {
             self.rollback();
         }
     }
@@ -582,6 +720,15 @@ mod tests {
     use crate::policy::Isolation;
 
     #[test]
+    fn notify_is_seen_in_any_case_and_form() {
+        assert!(mentions_notify("NOTIFY jobs, 'x'"));
+        assert!(mentions_notify("select pg_notify('jobs', $1)"));
+        assert!(mentions_notify("Notify jobs"));
+        assert!(!mentions_notify("INSERT INTO notes VALUES (1)"));
+        assert!(!mentions_notify(""));
+    }
+
+    #[test]
     fn begin_carries_isolation_access_mode_timeout_and_the_id() {
         assert_eq!(begin_sql(&Policy::default(), false), "BEGIN");
         let policy = Policy::default()
@@ -590,7 +737,9 @@ mod tests {
             .timeout(Duration::from_millis(1500));
         assert_eq!(
             begin_sql(&policy, false),
-            "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY; SET LOCAL statement_timeout = 1500"
+            "BEGIN; SET TRANSACTION ISOLATION LEVEL SERIALIZABLE READ ONLY; \
+             SET LOCAL statement_timeout = 1500; \
+             SET LOCAL idle_in_transaction_session_timeout = 3000"
         );
         assert_eq!(
             begin_sql(&Policy::default(), true),

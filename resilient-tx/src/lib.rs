@@ -62,7 +62,7 @@
 //! | | how an unknown outcome is settled | cost | use it when |
 //! |---|---|---|---|
 //! | `idempotency_key = expr` | the retry claims the key again: it finds the stored result if the first COMMIT landed, and runs the body if it did not | a row per key holding the result as JSON, kept until [`Db::purge_idempotency_keys`]; `T: Serialize + DeserializeOwned` | the *client* may send the same request again (an `Idempotency-Key` header, a redelivered message) and must get the same answer |
-//! | automatic commit verification (the default) | a fresh connection asks the server about the call's transaction: committed → success; not committed → retry; no answer before the deadline, or no answer that can be trusted → `CommitUnknown` | by marker row (the default): one statement sent with COMMIT, inserting a row if the transaction wrote; by transaction status: a `SELECT` inside BEGIN's query; neither adds a round trip | any other write |
+//! | automatic commit verification (the default) | a fresh connection asks the server about the call's transaction: committed → success; not committed → retry; no answer before the deadline, or no answer that can be trusted → `CommitUnknown` | by fenced counter (the default): one statement sent with COMMIT, rewriting the connection's own row if the transaction wrote; by marker row: the same, inserting a row per transaction; by transaction status: a `SELECT` inside BEGIN's query; none adds a round trip | any other write |
 //! | `idempotent` | the body is run again | nothing | running the body twice does no harm (set a value, upsert fixed values, delete by id) |
 //!
 //! ## Idempotency keys: exactly once per key
@@ -79,10 +79,31 @@
 //! ## Automatic commit verification
 //!
 //! A call with no idempotency key, not `idempotent` and not `read_only` settles an
-//! ambiguous COMMIT itself, in one of two ways ([`CommitVerification`], set with
+//! ambiguous COMMIT itself, in one of three ways ([`CommitVerification`], set with
 //! [`DbBuilder::commit_verification`]):
 //!
-//! **By marker row** (the default). The call inserts a random
+//! **By fenced counter** (the default). Each pooled connection has a row of its own in
+//! the counter table (`resilient_tx.commit_counters`,
+//! [`DbBuilder::commit_counter_table`]) and remembers the value its last commit left
+//! there. Sent together with COMMIT, a compare-and-set moves that value on by one, and
+//! aborts the transaction if it finds another. After an ambiguous COMMIT a fresh
+//! connection locks the row (waiting out the original if it is still open) and reads
+//! it: moved → the transaction committed; not moved → it did not, and the reading
+//! transaction *fences* the row, so that the original's messages, should a healed
+//! network deliver them late, can no longer commit. Like a marker row, this settles
+//! even a COMMIT that survived a crash or failover of the server at that very moment
+//! (what counts is the row on the server that answers now), but at a constant cost: a
+//! row is rewritten in place (a HOT update) rather than one added per transaction, so
+//! the table holds one row per connection whatever the traffic, and each commit writes
+//! far less WAL. A transaction that only read moves nothing (it has nothing to apply
+//! twice, and is simply run again after a lost COMMIT); one that mentions `NOTIFY`
+//! always moves it. Rows of connections that committed nothing for an hour are deleted
+//! every 10 000 commits; [`Db::purge_commit_counters`] does it on demand. The proof
+//! that every interleaving of the original, the check and a late delivery ends in the
+//! truth is in the runtime's `outcome::counter` module.
+//!
+//! **By marker row** ([`CommitVerification::MarkerRow`], the default before the
+//! counter). The call inserts a random
 //! marker into the marker table (`resilient_tx.commit_markers`,
 //! [`DbBuilder::commit_marker_table`]), sent together with COMMIT. After an ambiguous
 //! COMMIT a fresh connection inserts the same marker: a conflict means the
@@ -116,15 +137,16 @@
 //!   transaction: the call returns [`ErrorKind::CommitUnknown`] rather than guess;
 //! - no answer before the call's deadline → `CommitUnknown`.
 //!
-//! It needs no table, and ends an orphaned transaction at once where a marker probe
-//! waits for its lock. Every such transaction gets an id, even one that turns out to
+//! It needs no table, and ends an orphaned transaction at once where a counter or
+//! marker probe waits for its lock. Every such transaction gets an id, even one that turns out to
 //! write nothing, so mark calls that only read `read_only`.
 //!
 //! [`CommitVerification::Off`] turns verification off: such calls return
 //! `CommitUnknown` after an ambiguous COMMIT.
 //!
 //! When verification cannot settle a COMMIT (no answer before the deadline, say), the
-//! `CommitUnknown` message says why and names the call's marker or transaction id, so
+//! `CommitUnknown` message says why and names the call's counter row, marker or
+//! transaction id, so
 //! that a person or a reconciliation job can settle it later:
 //! [the guide](guide#settling-commitunknown-by-hand) shows how.
 //!
@@ -140,9 +162,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The key and marker tables are created on first use; [`Db::migrate`] creates them
-//! ahead, for example at start-up. If the marker table cannot be created (the role may
-//! not create tables), calls run without verification and a warning is logged.
+//! The key, counter and marker tables are created on first use; [`Db::migrate`] creates
+//! them ahead, for example at start-up. If the verification table cannot be created (the
+//! role may not create tables), calls run without verification and a warning is logged.
 //! Verification by transaction status needs no table.
 //!
 //! ## Which one to use
@@ -152,7 +174,8 @@
 //! - A write whose repetition would be visible (an insert, an increment, a transfer):
 //!   the default verification is enough.
 //! - A write whose repetition would be visible and must be settled even when the
-//!   server crashes or fails over at the moment of COMMIT: `MarkerRow`, or a key.
+//!   server crashes or fails over at the moment of COMMIT: the default counter (or
+//!   `MarkerRow`), or a key; not `TransactionId`.
 //! - A write that gives the same end state however often it runs: `idempotent`, to
 //!   skip verification.
 //! - `read_only` calls are not verified and cannot take `idempotent` or a key: they

@@ -13,6 +13,12 @@
 //!   at run time ([`TlsFiles`]), plain-text TCP refused by `pg_hba.conf`.
 //! * [`PgBouncer`] — a PgBouncer process in front of a cluster (transaction
 //!   pooling by default), with its admin console.
+//! * [`PatroniCluster`] — PostgreSQL nodes run by Patroni on a local etcd,
+//!   behind HAProxy; planned switchover, unplanned loss of the leader.
+//! * [`AutoFailoverFormation`] — a pg_auto_failover monitor and its nodes;
+//!   the same two events.
+//! * [`wait_writable`] — the instant a server (or a route to one) took a
+//!   real write, to measure how long a failover kept writes away.
 //! * [`binaries`] — where the PostgreSQL binaries are and how to run them
 //!   (as the `postgres` OS user when the tests run as root).
 //!
@@ -39,21 +45,46 @@
 
 #![deny(missing_docs)]
 
+mod auto_failover;
+mod auto_failover_node;
 pub mod binaries;
 mod cluster;
 mod cuts;
+mod daemon;
+mod daemon_slot;
+mod etcd;
+mod failover;
+mod haproxy;
+mod patroni;
+mod patroni_node;
+mod patroni_rest;
+mod pg_autoctl;
 mod pgbouncer;
 mod pgbouncer_config;
 mod ports;
 mod postmaster;
+mod process_tree;
 mod protocol;
 mod proxy;
 mod replica;
+mod rest;
 mod settings;
 mod tls;
+mod wait;
 
+pub use auto_failover::{AutoFailoverFormation, AutoFailoverFormationBuilder};
+pub use auto_failover_node::AutoFailoverNode;
 pub use cluster::{ADMIN_APPLICATION_NAME, PgCluster, PgClusterBuilder, SUPERUSER};
 pub use cuts::{CutCounts, CutPoint, CutRule, REPLY_WAIT, RandomCuts};
+pub use etcd::Etcd;
+pub use failover::{
+    Killed, PROBE_APPLICATION_NAME, Via, WRITE_PROBE_TABLE, try_write, wait_writable,
+};
+pub use haproxy::{HaProxy, READ_BACKEND, ServerStatus, WRITE_BACKEND};
+pub use patroni::{PatroniCluster, PatroniClusterBuilder};
+pub use patroni_node::PatroniNode;
+pub use patroni_rest::PatroniMember;
+pub use pg_autoctl::AutoFailoverNodeState;
 pub use pgbouncer::{CONSOLE_DATABASE, PGBOUNCER_ENV, PgBouncer};
 pub use pgbouncer_config::{PgBouncerBuilder, PoolMode};
 pub use ports::pick_free_port;

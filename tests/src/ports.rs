@@ -45,3 +45,16 @@ fn ephemeral_range_start() -> Option<u16> {
     let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
     range.split_whitespace().next()?.parse().ok()
 }
+
+/// Returns `count` distinct ports that were free a moment ago, for a server
+/// that needs several (or a setup of several servers started together).
+pub(crate) fn pick_free_ports(count: usize) -> io::Result<Vec<u16>> {
+    let mut picked = Vec::with_capacity(count);
+    while picked.len() < count {
+        let port = pick_free_port()?;
+        if !picked.contains(&port) {
+            picked.push(port);
+        }
+    }
+    Ok(picked)
+}

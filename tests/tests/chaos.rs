@@ -266,6 +266,12 @@ async fn unkeyed_counter_survives_random_cuts_by_marker_row() {
     unkeyed_counter_survives_random_cuts(CommitVerification::MarkerRow, seed(0x5eed_0005)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unkeyed_counter_survives_random_cuts_by_fenced_counter() {
+    unkeyed_counter_survives_random_cuts(CommitVerification::FencedCounter, seed(0x5eed_0006))
+        .await;
+}
+
 #[retriable_tx(isolation = serializable, deadline = "30s", retries = 20, timeout = "5s")]
 async fn transfer(
     tx: &mut Tx<'_>,
@@ -571,9 +577,10 @@ async fn verification_settles_both_outcomes_of_an_ambiguous_commit() {
 /// The verification probe itself can lose its reply after the server ran it. The
 /// call's COMMIT is dropped (the transaction did NOT commit); the probe's reply is
 /// cut. With marker rows this is the dangerous case: the probe inserted the call's
-/// marker, and a second probe must not take that for the call's own commit. By
-/// transaction status the probe writes nothing, and the next one must still get it
-/// right.
+/// marker, and a second probe must not take that for the call's own commit; with the
+/// counter, the probe fenced the row, and the next must read the fence as "not
+/// committed". By transaction status the probe writes nothing, and the next one must
+/// still get it right.
 async fn verification_survives_its_own_lost_probe(verification: CommitVerification, probe: &str) {
     bounded(Duration::from_secs(90), "one-shot cuts", async {
         let (cluster, proxy) = setup(FLAGS_AND_EVENTS).await;
@@ -621,6 +628,11 @@ async fn marker_verification_is_not_fooled_by_its_own_lost_probe() {
         "ON CONFLICT DO NOTHING",
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counter_verification_is_not_fooled_by_its_own_lost_probe() {
+    verification_survives_its_own_lost_probe(CommitVerification::FencedCounter, "FOR UPDATE").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

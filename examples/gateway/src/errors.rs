@@ -230,8 +230,21 @@ fn map_tx_error(error: &TxError, sqlstate: Option<&str>) -> ApiError {
                     "the database refused the values in this request",
                 )
             }
+            // The database refused the gateway's own login (password, pg_hba, a
+            // missing database): the service is unavailable until an operator fixes
+            // its settings, and the client did nothing wrong.
+            Some(state) if state.starts_with("28") || state == "3D000" => {
+                ApiError::database_unavailable(
+                    "the gateway cannot log in to its database right now; try again later",
+                )
+            }
             _ => ApiError::internal(),
         },
+        // Settings that cannot work (no password given, a certificate that does not
+        // verify): as above, the operator's to fix.
+        ErrorKind::Config => ApiError::database_unavailable(
+            "the gateway cannot reach its database with its current settings; try again later",
+        ),
         // Kinds added to the runtime later: an outage must never become a bare 500.
         _ if error.is_transient() => ApiError::database_unavailable(
             "the database is unavailable right now; try again shortly",
@@ -305,11 +318,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_configuration_error_is_internal() {
+    fn a_configuration_error_is_the_services_not_the_requests() {
+        // At call time, a Config error comes from connecting (no password given, a
+        // certificate that does not verify): the service is down until an operator
+        // fixes it, which is a 503, not a fault of the request or a bug (500).
         let api = ApiError::from(TxError::config("bad"));
-        assert_eq!(api.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(api.code(), "internal");
-        assert!(!api.retryable());
+        assert_eq!(api.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(api.code(), "database_unavailable");
     }
 
     #[test]

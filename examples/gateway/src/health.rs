@@ -57,22 +57,30 @@ async fn live() -> Json<serde_json::Value> {
     Json(json!({ "status": "live" }))
 }
 
-/// 200 when the database answers within the health timeout and the schema exists;
-/// 503 with the reason otherwise.
+/// 200 when the database answers within the health timeout and the schema exists
+/// (also when every pooled connection is busy: `"saturated": true`, since an instance
+/// that is merely busy must not be drained); 503 otherwise.
+///
+/// The endpoint needs no token, so a not-ready answer says what kind of trouble it is
+/// in fixed words and never the runtime's detail, which can name the database user or
+/// quote the server; the detail goes to the log.
 async fn ready(State(state): State<AppState>) -> Response {
     let health = state.db.health().await;
     let pool = PoolJson::from(health.pool);
     if !health.healthy {
-        let reason = health
-            .last_error
-            .unwrap_or_else(|| "the database did not answer the probe".to_owned());
-        return not_ready(&reason, pool);
+        let detail = health.last_error.as_deref().unwrap_or("no answer");
+        tracing::warn!(
+            detail,
+            "not ready: the database did not answer the readiness probe"
+        );
+        return not_ready("the database did not answer the readiness probe", pool);
     }
     if !state.schema.is_ready() {
         match tokio::time::timeout(SCHEMA_PROBE_TIMEOUT, state.schema.ensure(&state.db)).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
-                return not_ready(&format!("the schema could not be created: {error}"), pool);
+                tracing::warn!(error = %error, "not ready: the schema could not be created");
+                return not_ready("the schema could not be created", pool);
             }
             Err(_) => return not_ready("the schema is still being created", pool),
         }
@@ -86,6 +94,7 @@ async fn ready(State(state): State<AppState>) -> Response {
         "status": "ready",
         "role": role,
         "latency_ms": latency_ms,
+        "saturated": health.saturated,
         "pool": pool,
     }))
     .into_response()

@@ -110,7 +110,13 @@ impl App {
 
     /// The gateway in front of `cluster`, which may be stopped.
     async fn serve(cluster: PgCluster, routes: Router<AppState>) -> App {
-        let server = gateway::serve_with(test_config(&cluster.url()), routes)
+        let config = test_config(&cluster.url());
+        App::serve_config(cluster, config, routes).await
+    }
+
+    /// The gateway with `config`, in front of `cluster`.
+    async fn serve_config(cluster: PgCluster, config: Config, routes: Router<AppState>) -> App {
+        let server = gateway::serve_with(config, routes)
             .await
             .expect("start the gateway");
         let http = reqwest::Client::builder()
@@ -714,6 +720,94 @@ async fn consistency_is_strong_or_eventual() {
         )
         .await
         .assert_error(400, "invalid_request");
+        app.finish().await;
+    })
+    .await;
+}
+
+/// `GET /api/slow`: holds one of the gateway's connections for two seconds.
+async fn hold_a_connection(State(state): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
+    let policy = resilient_tx::Policy::default();
+    state
+        .db()
+        .transaction_boxed(&policy, |tx| {
+            Box::pin(async move {
+                tx.execute("SELECT pg_sleep(2)", &[]).await?;
+                Ok::<_, resilient_tx::TxError>(())
+            })
+        })
+        .await
+        .map_err(ApiError::from)?;
+    Ok(axum::Json(json!("held")))
+}
+
+/// Every pooled connection busy is not "database down": `/health/ready` stays 200 and
+/// says the pool is saturated, so a load balancer keeps an instance that is only busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_pool_is_still_ready_and_says_it_is_saturated() {
+    within(async {
+        init_tracing();
+        let cluster = PgCluster::start().await.expect("start PostgreSQL");
+        let mut config = test_config(&cluster.url());
+        config.pool.min_idle = 0;
+        config.pool.max_size = 2;
+        let app = App::serve_config(
+            cluster,
+            config,
+            Router::new().route("/slow", get(hold_a_connection)),
+        )
+        .await;
+        let ready = app.send(app.http.get(app.url("/health/ready"))).await;
+        assert_eq!(ready.status, 200, "{ready:?}");
+        let slow = || app.send(app.request(reqwest::Method::GET, "/api/slow"));
+        let probe = async {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            app.send(app.http.get(app.url("/health/ready"))).await
+        };
+        let (a, b, ready) = tokio::join!(slow(), slow(), probe);
+        assert_eq!((a.status, b.status), (200, 200), "{a:?} {b:?}");
+        assert_eq!(ready.status, 200, "busy, not down: {ready:?}");
+        assert_eq!(ready.body["saturated"], json!(true), "{ready:?}");
+        app.finish().await;
+    })
+    .await;
+}
+
+/// The database refuses the gateway's login: clients get 503 (the service, not the
+/// request, is at fault), and the unauthenticated readiness probe says so without
+/// naming the database user or quoting the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_login_is_503_and_the_health_probe_names_no_user() {
+    within(async {
+        init_tracing();
+        let cluster = PgCluster::start().await.expect("start PostgreSQL");
+        let admin = cluster.admin().await.expect("admin");
+        admin
+            .batch_execute("CREATE ROLE gw_login LOGIN PASSWORD 'right-pw'")
+            .await
+            .expect("role");
+        let hba = cluster.data_dir().join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+        std::fs::write(
+            &hba,
+            format!("host all gw_login 127.0.0.1/32 scram-sha-256\n{rules}"),
+        )
+        .expect("rewrite pg_hba.conf");
+        cluster.reload_config().await.expect("reload");
+        let url = format!(
+            "postgres://gw_login:wr0ng-pw@127.0.0.1:{}/postgres",
+            cluster.port()
+        );
+        let app = App::serve_config(cluster, test_config(&url), Router::new()).await;
+        let list = app.get("/api/servers").await;
+        list.assert_error(503, "database_unavailable");
+        assert!(list.retry_after().is_some(), "{list:?}");
+        let ready = app.send(app.http.get(app.url("/health/ready"))).await;
+        ready.assert_error(503, "database_unavailable");
+        let text = ready.body.to_string();
+        for secret in ["gw_login", "password authentication", "wr0ng-pw"] {
+            assert!(!text.contains(secret), "{secret:?} in {text}");
+        }
         app.finish().await;
     })
     .await;

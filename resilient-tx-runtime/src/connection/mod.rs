@@ -32,6 +32,29 @@ pub(crate) struct PgConnection {
     /// The server backend behind this connection, noted by the first BEGIN that
     /// verification by transaction status needs.
     pub(crate) backend: Option<Backend>,
+    /// This connection's row in the commit counter table, for verification by
+    /// counter.
+    pub(crate) counter: CommitCounter,
+}
+
+/// A connection's commit counter: its row's id, and the value its last commit that
+/// moved the counter left there (0 before any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CommitCounter {
+    pub(crate) id: i64,
+    pub(crate) committed: i64,
+}
+
+impl CommitCounter {
+    /// A counter of its own for a new connection: a random id, so that connections of
+    /// every process sharing the database never share a row.
+    fn fresh() -> CommitCounter {
+        CommitCounter {
+            // Any 63-bit value: positive, so it reads the same in logs and in SQL.
+            id: (rand::random::<u64>() >> 1) as i64,
+            committed: 0,
+        }
+    }
 }
 
 impl PgConnection {
@@ -42,6 +65,7 @@ impl PgConnection {
             broken: false,
             verified_at: Instant::now(),
             backend: None,
+            counter: CommitCounter::fresh(),
         }
     }
 

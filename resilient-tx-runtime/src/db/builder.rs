@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::Db;
 use crate::budget::{RetryBudget, RetryBudgetConfig};
+use crate::classify::cause_of;
 use crate::connection::StatementPolicy;
 use crate::error::TxError;
 use crate::metrics::Counters;
@@ -13,11 +14,14 @@ use crate::outcome::CommitVerification;
 use crate::policy::Policy;
 use crate::pool::{Pool, PoolSettings};
 use crate::shared::Shared;
-use crate::tables::{DEFAULT_KEY_TABLE, DEFAULT_MARKER_TABLE, Tables};
+use crate::tables::{DEFAULT_COUNTER_TABLE, DEFAULT_KEY_TABLE, DEFAULT_MARKER_TABLE, Tables};
 use crate::tls::{TlsConnector, split_tls_params};
 
 /// Settings of a [`Db`]. Every knob has a production-minded default.
-#[derive(Debug, Clone)]
+///
+/// `Debug` shows where the URLs point (user, hosts, ports, database, `sslmode`), never a
+/// password.
+#[derive(Clone)]
 #[must_use]
 pub struct DbBuilder {
     url: String,
@@ -37,6 +41,7 @@ pub struct DbBuilder {
     retry_budget: RetryBudgetConfig,
     idempotency_table: String,
     commit_marker_table: String,
+    commit_counter_table: String,
     commit_verification: CommitVerification,
     replica_url: Option<String>,
     statement_cache: bool,
@@ -54,8 +59,8 @@ impl DbBuilder {
         // modes and none of the certificate files.
         let (url, tls) = split_tls_params(url)?;
         let mut config = tokio_postgres::Config::from_str(&url).map_err(|e| {
-            // tokio-postgres' message names the option at fault, never its value.
-            TxError::config(format!("invalid database URL: {e}"))
+            // tokio-postgres' detail names the option at fault, never its value.
+            TxError::config(format!("invalid database URL: {}", cause_of(&e)))
         })?;
         if config.get_hosts().is_empty() {
             config.host("localhost");
@@ -80,6 +85,7 @@ impl DbBuilder {
             idle_timeout: self.idle_timeout,
             max_lifetime: self.max_lifetime,
             statements: statements.clone(),
+            server_settings: Some(self.server_settings()),
         };
         let connector = TlsConnector::new(&tls)?;
         let mut hosts = crate::hosts::per_host(&config);
@@ -89,6 +95,21 @@ impl DbBuilder {
             }
         }
         Ok(Pool::new(hosts, (tls, connector), &settings, counters))
+    }
+
+    /// What the server side of each connection is told at connect: its own TCP
+    /// keepalives and user timeout, matching the client's. After a partition the server
+    /// hears no FIN; without these a session left idle in its transaction holds its locks
+    /// until the kernel's keepalive gives up (two hours by default).
+    fn server_settings(&self) -> String {
+        format!(
+            "-c tcp_keepalives_idle={} -c tcp_keepalives_interval={} -c tcp_keepalives_count={} \
+             -c tcp_user_timeout={}",
+            self.keepalives_idle.as_secs().max(1),
+            self.keepalives_interval.as_secs().max(1),
+            self.keepalives_retries,
+            self.tcp_user_timeout.as_millis()
+        )
     }
 
     pub(super) fn new(url: &str) -> Self {
@@ -110,6 +131,7 @@ impl DbBuilder {
             retry_budget: RetryBudgetConfig::default(),
             idempotency_table: DEFAULT_KEY_TABLE.to_owned(),
             commit_marker_table: DEFAULT_MARKER_TABLE.to_owned(),
+            commit_counter_table: DEFAULT_COUNTER_TABLE.to_owned(),
             commit_verification: CommitVerification::default(),
             replica_url: None,
             statement_cache: true,
@@ -199,11 +221,19 @@ impl DbBuilder {
         self
     }
 
+    /// Where commit counters are stored: `schema.table` or `table`
+    /// (default `resilient_tx.commit_counters`).
+    pub fn commit_counter_table(mut self, name: impl Into<String>) -> Self {
+        self.commit_counter_table = name.into();
+        self
+    }
+
     /// How a call without an idempotency key, not marked `idempotent`, settles a
-    /// COMMIT whose reply was lost: by a marker row (the default; settles every case,
-    /// for one more row per transaction), by its transaction's status (no table, but
-    /// a COMMIT that survived a crash or failover is `CommitUnknown`), or not at all.
-    /// See [`CommitVerification`].
+    /// COMMIT whose reply was lost: by a fenced per-connection counter (the default;
+    /// settles every case, for a rewrite of one row per connection with each writing
+    /// transaction), by a marker row (the same, for one more row per transaction), by
+    /// its transaction's status (no table, but a COMMIT that survived a crash or
+    /// failover is `CommitUnknown`), or not at all. See [`CommitVerification`].
     pub fn commit_verification(mut self, verification: CommitVerification) -> Self {
         self.commit_verification = verification;
         self
@@ -243,7 +273,11 @@ impl DbBuilder {
                 "pool_timeout and connect_timeout must be above zero",
             ));
         }
-        let tables = Tables::new(&self.idempotency_table, &self.commit_marker_table)?;
+        let tables = Tables::new(
+            &self.idempotency_table,
+            &self.commit_marker_table,
+            &self.commit_counter_table,
+        )?;
         let counters = Arc::new(Counters::default());
         let statements = StatementPolicy::new(self.statement_cache);
         let pool = self.pool_for(&self.url, &counters, &statements)?;
@@ -261,5 +295,77 @@ impl DbBuilder {
             tables,
             commit_verification: self.commit_verification,
         }))
+    }
+}
+
+impl std::fmt::Debug for DbBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbBuilder")
+            .field("url", &Redacted(&self.url))
+            .field("replica_url", &self.replica_url.as_deref().map(Redacted))
+            .field("max_size", &self.max_size)
+            .field("min_idle", &self.min_idle)
+            .field("pool_timeout", &self.pool_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("tcp_user_timeout", &self.tcp_user_timeout)
+            .field("health_timeout", &self.health_timeout)
+            .field("application_name", &self.application_name)
+            .field("policy", &self.policy)
+            .field("retry_budget", &self.retry_budget)
+            .field("idempotency_table", &self.idempotency_table)
+            .field("commit_marker_table", &self.commit_marker_table)
+            .field("commit_counter_table", &self.commit_counter_table)
+            .field("commit_verification", &self.commit_verification)
+            .field("statement_cache", &self.statement_cache)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A database URL as `Debug` shows it: what it points at, rebuilt from the parsed
+/// settings, so no form of writing a password (`user:pw@`, `password=`, `?password=`)
+/// can slip through.
+struct Redacted<'a>(&'a str);
+
+impl std::fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parsed = split_tls_params(self.0).ok().and_then(|(rest, tls)| {
+            tokio_postgres::Config::from_str(&rest)
+                .ok()
+                .map(|config| (config, tls))
+        });
+        let Some((config, tls)) = parsed else {
+            return f.write_str("\"<unparsable database URL>\"");
+        };
+        let hosts: Vec<String> = crate::hosts::per_host(&config)
+            .iter()
+            .map(|host| {
+                let name = match host.get_hosts().first() {
+                    Some(tokio_postgres::config::Host::Tcp(name)) => name.clone(),
+                    Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+                    None => "localhost".to_owned(),
+                };
+                match host.get_ports().first() {
+                    Some(port) => format!("{name}:{port}"),
+                    None => name,
+                }
+            })
+            .collect();
+        let user = config
+            .get_user()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
+        let password = match config.get_password() {
+            Some(_) => " password=<hidden>",
+            None => "",
+        };
+        write!(
+            f,
+            "\"postgres://{user}{}/{} sslmode={}{password}\"",
+            hosts.join(","),
+            config.get_dbname().unwrap_or_default(),
+            tls.mode()
+        )
     }
 }

@@ -167,11 +167,13 @@ impl Db {
         health::probe(&self.inner.pool, self.inner.health_timeout).await
     }
 
-    /// Creates the idempotency and commit-marker tables if they do not exist. Calls
-    /// do this on first use; call it at start-up if you prefer explicit DDL.
+    /// Creates the runtime's tables (idempotency keys, commit counters, commit
+    /// markers) if they do not exist. Calls do this on first use; call it at start-up
+    /// if you prefer explicit DDL.
     pub async fn migrate(&self) -> Result<(), TxError> {
         let (tables, pool) = (&self.inner.tables, &self.inner.pool);
         tables.ensure_keys(pool, pool.pool_timeout).await?;
+        tables.ensure_counters(pool, pool.pool_timeout).await?;
         tables.ensure_markers(pool, pool.pool_timeout).await
     }
 
@@ -180,6 +182,15 @@ impl Db {
         let (tables, pool) = (&self.inner.tables, &self.inner.pool);
         tables.ensure_keys(pool, pool.pool_timeout).await?;
         tables::purge(pool, &tables.keys.purge(older_than), pool.pool_timeout).await
+    }
+
+    /// Deletes the commit counters of connections that committed nothing for
+    /// `older_than` (most of them are gone; a live one makes its row again); returns
+    /// how many. Calls purge counters idle for an hour by themselves from time to time.
+    pub async fn purge_commit_counters(&self, older_than: Duration) -> Result<u64, TxError> {
+        let (tables, pool) = (&self.inner.tables, &self.inner.pool);
+        tables.ensure_counters(pool, pool.pool_timeout).await?;
+        tables::purge(pool, &tables.counters.purge(older_than), pool.pool_timeout).await
     }
 
     /// Deletes commit markers older than `older_than` (they matter only until the call

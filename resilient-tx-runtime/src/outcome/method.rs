@@ -1,7 +1,5 @@
 //! [`CommitVerification`]: how a `Db` settles a COMMIT whose reply was lost.
 
-use super::marker::new_marker;
-
 /// How calls without an idempotency key, not marked `idempotent`, settle a COMMIT
 /// whose reply was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -17,21 +15,27 @@ pub enum CommitVerification {
     /// `CommitUnknown`. Every transaction gets an id, so a call that only reads
     /// should say `read_only`.
     TransactionId,
+    /// Move a counter of the connection's own, in the same flight as COMMIT, from
+    /// the value its last commit left to the next, aborting the transaction if it finds
+    /// another; after a lost COMMIT reply, a fresh connection reads the counter and
+    /// fences it (so that the original's messages, delivered late, can no longer
+    /// commit). Settles every case, across any number of crashes and failovers, like
+    /// [`MarkerRow`](Self::MarkerRow), at a constant cost: one row per connection,
+    /// rewritten in place (a HOT update) rather than one row per transaction, so the
+    /// table does not grow with traffic and each commit writes far less WAL. A
+    /// transaction that only read moves nothing and is run again. Needs the counter
+    /// table ([`Db::migrate`](crate::Db::migrate)). The default.
+    #[default]
+    FencedCounter,
     /// Insert a marker row with every transaction that wrote, just before COMMIT;
     /// after a lost COMMIT reply, look for it on a fresh connection. Settles every
     /// case, across any number of crashes and failovers, for one more row written
     /// (and later purged) per writing transaction; a transaction that only read is
     /// not marked and is run again. Needs the marker table ([`Db::migrate`](crate::Db::migrate)).
-    /// The default.
-    #[default]
+    /// The default before [`FencedCounter`](Self::FencedCounter), which settles the same
+    /// cases with a table that does not grow; kept for deployments that have the
+    /// marker table.
     MarkerRow,
     /// No verification: a lost COMMIT reply is `CommitUnknown`.
     Off,
-}
-
-impl CommitVerification {
-    /// The marker for the next COMMIT, when this method writes one.
-    pub(crate) fn marker(self) -> Option<String> {
-        (self == CommitVerification::MarkerRow).then(new_marker)
-    }
 }

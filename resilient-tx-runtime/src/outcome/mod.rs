@@ -4,9 +4,11 @@
 //! guessing. Two methods, chosen per [`Db`](crate::Db) with
 //! [`DbBuilder::commit_verification`](crate::DbBuilder::commit_verification):
 //!
-//! * by a marker row ([`marker`], the default): settles every ambiguous COMMIT,
-//!   across crashes and failovers, for one more row written per transaction that
-//!   wrote;
+//! * by a fenced per-connection counter ([`counter`], the default): settles every
+//!   ambiguous COMMIT, across crashes and failovers, for a rewrite of one row per
+//!   connection with each transaction that wrote;
+//! * by a marker row ([`marker`]): settles the same, for one more row written (and
+//!   later purged) per transaction that wrote;
 //! * by transaction status ([`xact_status`]): needs no table and ends an orphaned
 //!   transaction at once, but cannot settle a COMMIT that survived a crash or failover
 //!   of the server at that very moment.
@@ -14,6 +16,7 @@
 //! What a call hands this module is narrow ([`Probes`]: a pool, a deadline, a name),
 //! never the call or the `Db`.
 
+mod counter;
 mod marker;
 mod method;
 mod probes;
@@ -23,7 +26,8 @@ pub use method::CommitVerification;
 pub(crate) use probes::Probes;
 pub(crate) use xact_status::XactIdentity;
 
-use crate::tables::MarkerTable;
+use crate::tables::Tables;
+use crate::tx::{CommitMark, Tx};
 
 /// What a verification found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,17 +93,71 @@ pub(crate) enum Evidence {
     Xact(XactIdentity),
     /// The marker inserted with it.
     Marker(String),
+    /// The connection's commit counter row and the value it expected there.
+    Counter { id: i64, expected: i64 },
 }
 
 impl Evidence {
+    /// What the next COMMIT of `tx` will leave behind for `verification` to settle a
+    /// lost reply with; `None` when there is nothing to verify by.
+    pub(crate) fn for_commit(verification: CommitVerification, tx: &Tx<'_>) -> Option<Evidence> {
+        match verification {
+            CommitVerification::FencedCounter => {
+                let counter = tx.commit_counter();
+                Some(Evidence::Counter {
+                    id: counter.id,
+                    expected: counter.committed,
+                })
+            }
+            CommitVerification::MarkerRow => Some(Evidence::Marker(marker::new_marker())),
+            CommitVerification::TransactionId => tx
+                .noted_xact()
+                .map(|(xid, backend)| Evidence::Xact(XactIdentity::new(xid, backend))),
+            CommitVerification::Off => None,
+        }
+    }
+
+    /// The statement that travels with COMMIT to leave this evidence, if it needs one.
+    /// `may_notify`: the transaction may have an effect before it has an id (a queued
+    /// NOTIFY), so the mark must not wait for one.
+    pub(crate) fn mark<'a>(
+        &'a self,
+        tables: &'a Tables,
+        may_notify: bool,
+    ) -> Option<CommitMark<'a>> {
+        match self {
+            Evidence::Marker(marker) => Some(CommitMark::Marker {
+                sql: match may_notify {
+                    true => &tables.markers.insert_always,
+                    false => &tables.markers.insert,
+                },
+                marker,
+            }),
+            Evidence::Counter { .. } => Some(CommitMark::Counter {
+                sql: match may_notify {
+                    true => &tables.counters.cas_always,
+                    false => &tables.counters.cas,
+                },
+            }),
+            Evidence::Xact(_) => None,
+        }
+    }
+
     /// How a person settles the outcome later, when the evidence still can: the check
     /// verification would have made (see "Settling `CommitUnknown` by hand" in the
     /// guide).
-    fn hand_check(&self, why: Unsettled, marker_table: &str) -> Option<String> {
+    fn hand_check(&self, why: Unsettled, tables: &Tables) -> Option<String> {
         match (self, why) {
-            (Evidence::Marker(marker), _) => {
-                Some(format!("its commit marker is '{marker}' in {marker_table}"))
-            }
+            (Evidence::Marker(marker), _) => Some(format!(
+                "its commit marker is '{marker}' in {}",
+                tables.markers.name()
+            )),
+            (Evidence::Counter { id, expected }, _) => Some(format!(
+                "its connection's commit counter is the row id = {id} of {}: seq = {} means \
+                 applied, {expected} means not",
+                tables.counters.name(),
+                expected + 1
+            )),
             (Evidence::Xact(identity), Unsettled::NoAnswer | Unsettled::StillCommitting) => {
                 Some(format!(
                     "its transaction id is {}: pg_xact_status('{}') tells, on the server it \
@@ -114,8 +172,8 @@ impl Evidence {
 
     /// The sentence a `CommitUnknown` ends with after verification could not settle
     /// it: why, and how to settle it later.
-    pub(crate) fn unsettled(&self, why: Unsettled, marker_table: &str) -> String {
-        match self.hand_check(why, marker_table) {
+    pub(crate) fn unsettled(&self, why: Unsettled, tables: &Tables) -> String {
+        match self.hand_check(why, tables) {
             Some(check) => format!("{} ({check})", why.sentence()),
             None => why.sentence().to_owned(),
         }
@@ -124,13 +182,12 @@ impl Evidence {
 
 /// Settles an ambiguous COMMIT by what the attempt left behind, probing on fresh
 /// connections until the deadline `probes` carries.
-pub(crate) async fn verify(
-    probes: Probes<'_>,
-    evidence: &Evidence,
-    markers: &MarkerTable,
-) -> Verdict {
+pub(crate) async fn verify(probes: Probes<'_>, evidence: &Evidence, tables: &Tables) -> Verdict {
     match evidence {
         Evidence::Xact(identity) => xact_status::verify(probes, identity).await,
-        Evidence::Marker(marker) => marker::verify(probes, markers, marker).await,
+        Evidence::Marker(marker) => marker::verify(probes, &tables.markers, marker).await,
+        Evidence::Counter { id, expected } => {
+            counter::verify(probes, &tables.counters, *id, *expected).await
+        }
     }
 }

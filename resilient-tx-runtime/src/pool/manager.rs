@@ -5,8 +5,13 @@
 //! bb8-postgres' manager falls short on the last three points (ERRORS.md), so the
 //! runtime has its own.
 
+use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use tokio_postgres::Config;
+use tokio_postgres::tls::MakeTlsConnect;
 
 use tokio_postgres::config::{Host, TargetSessionAttrs};
 
@@ -31,6 +36,10 @@ pub(crate) struct Manager {
     pub(crate) statements: Arc<StatementPolicy>,
     /// The URL's TLS parameters, and the connector made from them.
     pub(crate) tls: (TlsParams, TlsConnector),
+    /// Server settings sent with every connect (`-c name=value …`), unless a server
+    /// refused them once (a pooler that takes no `options` startup parameter).
+    pub(crate) server_settings: Option<String>,
+    pub(crate) server_settings_refused: AtomicBool,
 }
 
 impl Manager {
@@ -71,9 +80,15 @@ impl Manager {
                 )
             }
         };
-        tracing::warn!(error = %error, "connecting to the database failed");
+        // Said once per outage; the connects that follow it fail the same way.
+        if self.health.in_outage() {
+            tracing::debug!(error = %error, "connecting to the database failed again");
+        } else {
+            tracing::warn!(error = %error, "connecting to the database failed");
+        }
         self.counters.connect_failed();
-        self.health.connect_failed(error.clone());
+        // The pool's health learns of it from bb8's error sink ([`FailureSink`](super::health::FailureSink)),
+        // once bb8 no longer counts this connect as pending.
         Err(error)
     }
 
@@ -85,36 +100,38 @@ impl Manager {
         // writes, as `target_session_attrs=read-write` does, and pass over those that
         // do not. (With a single host there is nothing to pass over to: its
         // connections keep retrying until it is writable again or the deadline ends.)
-        let mut writable = None;
+        let mut config = Cow::Borrowed(config);
         if self.hosts.len() > 1
             && self.health.writable_needed()
             && config.get_target_session_attrs() == TargetSessionAttrs::Any
         {
-            let config = writable.insert(config.clone());
-            config.target_session_attrs(TargetSessionAttrs::ReadWrite);
+            config
+                .to_mut()
+                .target_session_attrs(TargetSessionAttrs::ReadWrite);
         }
-        let config = writable.as_ref().unwrap_or(config);
-        let host = describe_host(config);
-        let (params, connector) = &self.tls;
-        // libpq's `allow` and `prefer` make a second attempt after some refusals; both
-        // fit in the one bound.
+        let host = describe_host(&config);
         let attempt = async {
-            match config.connect(connector.clone()).await {
-                Ok(connected) => Ok(connected),
-                Err(error) => {
-                    let Some(mode) = config
-                        .get_hosts()
-                        .first()
-                        .and_then(|h| fallback_after(params, h, &error))
-                    else {
-                        return Err(error);
-                    };
-                    let mut second = config.clone();
-                    second.ssl_mode(mode);
-                    second.connect(connector.clone()).await
+            let Some(with_settings) = self.with_server_settings(&config) else {
+                return self.connect_tls(&config).await;
+            };
+            match self.connect_tls(&with_settings).await {
+                Err(error) if refuses_options(&error) => {
+                    // PgBouncer, for one, refuses the `options` startup parameter
+                    // unless told to ignore it. The settings are a bound on orphaned
+                    // sessions, not a condition: connect without them from now on.
+                    if !self.server_settings_refused.swap(true, Ordering::Relaxed) {
+                        tracing::info!(
+                            host,
+                            "the server does not take session settings at connect (a pooler?): \
+                             connecting without the server-side keepalive settings"
+                        );
+                    }
+                    self.connect_tls(&config).await
                 }
+                other => other,
             }
         };
+        let params = &self.tls.0;
         match tokio::time::timeout(self.connect_timeout, attempt).await {
             Ok(Ok((client, connection))) => {
                 tokio::spawn(async move {
@@ -144,6 +161,63 @@ impl Manager {
             )),
         }
     }
+}
+
+impl Manager {
+    /// `config` with the server settings added to its `options`, unless there are none
+    /// or a server refused them.
+    fn with_server_settings(&self, config: &Config) -> Option<Config> {
+        let settings = self.server_settings.as_deref()?;
+        if self.server_settings_refused.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut config = config.clone();
+        let options = match config.get_options() {
+            Some(user) => format!("{user} {settings}"),
+            None => settings.to_owned(),
+        };
+        config.options(&options);
+        Some(config)
+    }
+
+    /// One connect over TLS as the URL's `sslmode` says: libpq's `allow` and `prefer`
+    /// make a second attempt after some refusals.
+    async fn connect_tls(&self, config: &Config) -> Result<Connected, tokio_postgres::Error> {
+        let (params, connector) = &self.tls;
+        match config.connect(connector.clone()).await {
+            Ok(connected) => Ok(connected),
+            Err(error) => {
+                let Some(mode) = config
+                    .get_hosts()
+                    .first()
+                    .and_then(|h| fallback_after(params, h, &error))
+                else {
+                    return Err(error);
+                };
+                let mut second = config.clone();
+                second.ssl_mode(mode);
+                second.connect(connector.clone()).await
+            }
+        }
+    }
+}
+
+/// A client and its connection task, as `Config::connect` returns them.
+type Connected = (
+    tokio_postgres::Client,
+    tokio_postgres::Connection<
+        tokio_postgres::Socket,
+        <TlsConnector as MakeTlsConnect<tokio_postgres::Socket>>::Stream,
+    >,
+);
+
+/// A pooler's refusal of the `options` startup parameter ("unsupported startup
+/// parameter: options", FATAL 08P01: PgBouncer's own words, never translated).
+fn refuses_options(error: &tokio_postgres::Error) -> bool {
+    error.as_db_error().is_some_and(|db| {
+        db.code() == &tokio_postgres::error::SqlState::PROTOCOL_VIOLATION
+            && db.message().contains("unsupported startup parameter")
+    })
 }
 
 /// A TLS problem retrying cannot fix, as a `Config` error naming the host: a

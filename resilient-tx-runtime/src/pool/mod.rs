@@ -39,23 +39,20 @@ pub(crate) struct PoolSettings {
     /// Shared by every pool of the `Db`: whether statements are named and cached,
     /// and when every cache must be dropped.
     pub(crate) statements: Arc<StatementPolicy>,
+    /// Settings sent to the server with every connect (`-c name=value …`).
+    pub(crate) server_settings: Option<String>,
 }
 
-/// bb8's error sink: it receives a failed connect's error once bb8 no longer counts
-/// that connect as pending, the moment waiting checkouts may ask for a new one.
-#[derive(Debug, Clone)]
-struct ConnectFailures(Arc<PoolHealth>);
+/// The outage prober's first pause between connects; it doubles up to
+/// [`PROBER_MAX_PAUSE`]. Short, because the first connect that succeeds is what ends
+/// every waiting caller's outage.
+const PROBER_FIRST_PAUSE: Duration = Duration::from_millis(5);
 
-impl bb8::ErrorSink<TxError> for ConnectFailures {
-    fn sink(&self, _error: TxError) {
-        // The manager has recorded the error already.
-        self.0.connect_failure_counted();
-    }
+/// The outage prober's longest pause between connects (jittered down to half).
+const PROBER_MAX_PAUSE: Duration = Duration::from_millis(20);
 
-    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<TxError>> {
-        Box::new(self.clone())
-    }
-}
+/// The prober stops once no caller has asked for a connection for this long.
+const PROBER_IDLE_LIMIT: Duration = Duration::from_secs(5);
 
 /// A checked-out connection.
 pub(crate) type Pooled<'a> = PooledConnection<'a, Manager>;
@@ -113,6 +110,8 @@ impl Pool {
             counters: counters.clone(),
             statements: settings.statements.clone(),
             tls,
+            server_settings: settings.server_settings.clone(),
+            server_settings_refused: Default::default(),
         };
         let pool = bb8::Pool::builder()
             .max_size(settings.max_size)
@@ -126,7 +125,7 @@ impl Pool {
             // One connect per attempt: the attempt loop paces reconnects with its own
             // backoff, deadline and retry budget.
             .retry_connection(false)
-            .error_sink(Box::new(ConnectFailures(health.clone())))
+            .error_sink(Box::new(health::FailureSink(health.clone())))
             .build_unchecked(manager);
         Pool {
             pool,
@@ -144,6 +143,40 @@ impl Pool {
         Ok(Session::new(self.acquire(bound).await?))
     }
 
+    /// Whether every connection the pool may open is open and checked out: a checkout
+    /// would have to wait for a caller to finish.
+    pub(crate) fn saturated(&self) -> bool {
+        let state = self.pool.state();
+        state.connections >= self.max_size && state.idle_connections == 0
+    }
+
+    /// Runs `sql` on a connection of its own, opened for it outside the pool and
+    /// closed after, within `bound`: for a probe that must not wait behind busy
+    /// callers.
+    pub(crate) async fn query_outside(
+        &self,
+        sql: &str,
+        bound: Duration,
+    ) -> Result<Vec<SimpleQueryMessage>, TxError> {
+        let work = async {
+            // Outside the pool, so not seen by its error sink: the health hears of a
+            // failed connect here.
+            let conn = self
+                .pool
+                .dedicated_connection()
+                .await
+                .inspect_err(|error| self.health.connect_failed(error.clone()))?;
+            conn.client
+                .simple_query(sql)
+                .await
+                .map_err(|e| crate::classify::to_tx_error(e, Phase::Statement))
+        };
+        match tokio::time::timeout(bound, work).await {
+            Ok(result) => result,
+            Err(_) => Err(client_timeout(Phase::Statement, bound)),
+        }
+    }
+
     /// Checks out a usable connection within `bound`.
     ///
     /// A connection whose socket is known closed is discarded and replaced at no cost.
@@ -153,6 +186,8 @@ impl Pool {
     pub(crate) async fn acquire(&self, bound: Duration) -> Result<Pooled<'_>, TxError> {
         let deadline = tokio::time::Instant::now() + bound;
         let _waiting = Waiting::new(&self.waiting);
+        self.health.note_demand();
+        self.wait_out_outage(deadline, bound).await?;
         // Every replacement removes one connection, so the pool runs out of stale ones
         // after max_size rounds; the extra round is the fresh connection.
         for _ in 0..=self.max_size {
@@ -191,6 +226,81 @@ impl Pool {
             return Ok(conn);
         }
         Err(self.timeout_error(bound))
+    }
+
+    /// While connects fail for a reason time can cure (refused, silent, the server
+    /// starting up), one prober per pool keeps trying and callers wait for it, not
+    /// each connecting on its own: connect attempts during an outage stay bounded
+    /// whatever the number of callers, and every waiting caller goes on the moment a
+    /// connect succeeds. `Err` (the last connect error) when `deadline` comes first.
+    async fn wait_out_outage(
+        &self,
+        deadline: tokio::time::Instant,
+        bound: Duration,
+    ) -> Result<(), TxError> {
+        let Some(error) = self.health.current_connect_error() else {
+            return Ok(());
+        };
+        if !matches!(
+            error.failure(),
+            Failure::Unreachable | Failure::ConnectTimeout
+        ) {
+            // A refusal time will not cure (a password, a certificate): the caller's own
+            // connect meets it again at once and returns it.
+            return Ok(());
+        }
+        let mut recovered = self.health.watch_recovered();
+        loop {
+            // Waiting counts as asking: the prober goes on while anyone waits.
+            self.health.note_demand();
+            self.start_prober();
+            if !self.health.in_outage() {
+                return Ok(());
+            }
+            let slice = (tokio::time::Instant::now() + PROBER_IDLE_LIMIT / 2).min(deadline);
+            match tokio::time::timeout_at(slice, recovered.changed()).await {
+                Ok(_) => return Ok(()),
+                Err(_) if slice >= deadline => return Err(self.timeout_error(bound)),
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Starts the outage prober unless it runs: a task that connects outside the pool,
+    /// paced by its own short jittered backoff, until a connect succeeds (the
+    /// connection then joins the pool), the failure is one time will not cure, or no
+    /// caller has asked for a connection for a while.
+    fn start_prober(&self) {
+        if !self.health.start_probing() {
+            return;
+        }
+        let (pool, health) = (self.pool.clone(), self.health.clone());
+        tokio::spawn(async move {
+            let mut pause = PROBER_FIRST_PAUSE;
+            while health.in_outage() && health.idle_for() < PROBER_IDLE_LIMIT {
+                match pool.dedicated_connection().await {
+                    Ok(conn) => {
+                        // Room permitting, the waiting callers' first connection.
+                        let _ = pool.add(conn);
+                        break;
+                    }
+                    Err(error) => {
+                        let curable = matches!(
+                            error.failure(),
+                            Failure::Unreachable | Failure::ConnectTimeout
+                        );
+                        health.connect_failed(error);
+                        if !curable {
+                            break;
+                        }
+                    }
+                }
+                let jittered = pause.mul_f64(0.5 + crate::backoff::draw() / 2.0);
+                tokio::time::sleep(jittered).await;
+                pause = (pause * 2).min(PROBER_MAX_PAUSE);
+            }
+            health.stop_probing();
+        });
     }
 
     /// One round trip proving the connection works (and, where the URL requires it,

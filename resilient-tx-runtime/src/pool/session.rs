@@ -13,14 +13,19 @@ use super::Pooled;
 use crate::classify::{Phase, client_timeout, to_tx_error};
 use crate::error::TxError;
 
-/// A checked-out connection that condemns itself on error or timeout.
+/// A checked-out connection that condemns itself on error or timeout, and when it is
+/// dropped with a request in flight (its caller was cancelled).
 pub(crate) struct Session<'p> {
     conn: Pooled<'p>,
+    in_flight: bool,
 }
 
 impl<'p> Session<'p> {
     pub(crate) fn new(conn: Pooled<'p>) -> Self {
-        Session { conn }
+        Session {
+            conn,
+            in_flight: false,
+        }
     }
 
     /// Runs `sql` (one or more statements) with the simple query protocol within
@@ -30,8 +35,9 @@ impl<'p> Session<'p> {
         sql: &str,
         bound: Duration,
     ) -> Result<Vec<SimpleQueryMessage>, TxError> {
-        let work = self.conn.client.simple_query(sql);
-        let result = tokio::time::timeout(bound, work).await;
+        self.in_flight = true;
+        let result = tokio::time::timeout(bound, self.conn.client.simple_query(sql)).await;
+        self.in_flight = false;
         self.settle(result, bound)
     }
 
@@ -41,8 +47,9 @@ impl<'p> Session<'p> {
         sql: &str,
         bound: Duration,
     ) -> Result<(), TxError> {
-        let work = self.conn.client.batch_execute(sql);
-        let result = tokio::time::timeout(bound, work).await;
+        self.in_flight = true;
+        let result = tokio::time::timeout(bound, self.conn.client.batch_execute(sql)).await;
+        self.in_flight = false;
         self.settle(result, bound)
     }
 
@@ -58,5 +65,15 @@ impl<'p> Session<'p> {
         };
         self.conn.condemn();
         Err(error)
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        // A multi-statement query cut off by its caller may still fail on the server
+        // and leave its transaction open and aborted for the next user.
+        if self.in_flight {
+            self.conn.condemn();
+        }
     }
 }

@@ -9,6 +9,9 @@ pub(crate) struct MarkerTable {
     pub(crate) create: String,
     /// The statement a transaction sends just before COMMIT, with the marker as `$1`.
     pub(crate) insert: String,
+    /// [`MarkerTable::insert`] for a transaction that may have an effect without an id
+    /// yet (a NOTIFY is queued, not written, until COMMIT): it always marks.
+    pub(crate) insert_always: String,
 }
 
 impl MarkerTable {
@@ -34,6 +37,7 @@ impl MarkerTable {
                 "INSERT INTO {name} (id) SELECT ($1::text)::uuid \
                  WHERE pg_current_xact_id_if_assigned() IS NOT NULL"
             ),
+            insert_always: format!("INSERT INTO {name} (id) VALUES (($1::text)::uuid)"),
         }
     }
 

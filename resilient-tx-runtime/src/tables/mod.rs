@@ -1,5 +1,5 @@
-//! The runtime's own tables: the idempotency keys ([`KeyTable`]) and the commit
-//! markers ([`MarkerTable`]). This module owns their names and validation, the SQL that
+//! The runtime's own tables: the idempotency keys ([`KeyTable`]), the commit
+//! counters ([`CounterTable`]) and the commit markers ([`MarkerTable`]). This module owns their names and validation, the SQL that
 //! reads and writes them, their creation (once per `Db`, each table on its own) and
 //! their purge.
 
@@ -10,9 +10,11 @@ use tokio::sync::OnceCell;
 use crate::error::TxError;
 use crate::pool::Pool;
 
+mod counters;
 mod keys;
 mod markers;
 
+pub(crate) use counters::{CounterTable, FENCED};
 pub(crate) use keys::KeyTable;
 pub(crate) use markers::MarkerTable;
 
@@ -22,26 +24,34 @@ pub(crate) const DEFAULT_KEY_TABLE: &str = "resilient_tx.idempotency_keys";
 /// Where markers live unless the builder says otherwise.
 pub(crate) const DEFAULT_MARKER_TABLE: &str = "resilient_tx.commit_markers";
 
+/// Where commit counters live unless the builder says otherwise.
+pub(crate) const DEFAULT_COUNTER_TABLE: &str = "resilient_tx.commit_counters";
+
 /// The runtime's tables of one `Db`, and whether each is known to exist.
 #[derive(Debug)]
 pub(crate) struct Tables {
     pub(crate) keys: KeyTable,
     pub(crate) markers: MarkerTable,
+    pub(crate) counters: CounterTable,
     keys_ready: OnceCell<()>,
     markers_ready: OnceCell<()>,
+    counters_ready: OnceCell<()>,
 }
 
 impl Tables {
     /// The tables under the configured names; a name that is not a plain identifier
     /// is a `Config` error that says which setting it came from.
-    pub(crate) fn new(keys: &str, markers: &str) -> Result<Tables, TxError> {
+    pub(crate) fn new(keys: &str, markers: &str, counters: &str) -> Result<Tables, TxError> {
         validate(keys, "idempotency table")?;
         validate(markers, "commit marker table")?;
+        validate(counters, "commit counter table")?;
         Ok(Tables {
             keys: KeyTable::new(keys),
             markers: MarkerTable::new(markers),
+            counters: CounterTable::new(counters),
             keys_ready: OnceCell::new(),
             markers_ready: OnceCell::new(),
+            counters_ready: OnceCell::new(),
         })
     }
 
@@ -57,6 +67,18 @@ impl Tables {
     pub(crate) async fn ensure_markers(&self, pool: &Pool, bound: Duration) -> Result<(), TxError> {
         self.markers_ready
             .get_or_try_init(|| create(pool, &self.markers.create, bound))
+            .await
+            .map(|_| ())
+    }
+
+    /// Creates the commit counter table if it does not exist, once per `Db`.
+    pub(crate) async fn ensure_counters(
+        &self,
+        pool: &Pool,
+        bound: Duration,
+    ) -> Result<(), TxError> {
+        self.counters_ready
+            .get_or_try_init(|| create(pool, &self.counters.create, bound))
             .await
             .map(|_| ())
     }
@@ -159,7 +181,7 @@ mod tests {
 
     #[test]
     fn a_bad_name_names_the_setting_it_came_from() {
-        let error = Tables::new("ok", "Bad-Name").expect_err("invalid marker table");
+        let error = Tables::new("ok", "Bad-Name", "ok2").expect_err("invalid marker table");
         assert!(
             error.message().contains("invalid commit marker table name"),
             "{}",

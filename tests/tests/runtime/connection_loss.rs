@@ -268,3 +268,155 @@ async fn blackholed_network_times_out_in_seconds_and_recovers_when_healed() {
         .expect("calls succeed once the network heals");
     assert_eq!(n, 0);
 }
+
+/// Takes the counter's row lock, then (first run only) lets `fault` cut the network
+/// before its next statement: the server is left with a transaction idle, holding the
+/// lock, whose client it will never hear from again.
+#[retriable_tx(timeout = "1s", deadline = "30s", retries = 30)]
+async fn bump_across_a_partition(
+    tx: &mut Tx<'_>,
+    fault: &(dyn Fn() + Sync),
+    first_run: &std::sync::atomic::AtomicBool,
+) -> Result<(), TxError> {
+    tx.execute("UPDATE counters SET n = n + 1 WHERE id = 1", &[])
+        .await?;
+    if first_run.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        fault();
+    }
+    tx.execute("SELECT 1", &[]).await?;
+    Ok(())
+}
+
+/// A partition orphans a transaction on the server, with the row lock the call's
+/// retry needs, and no FIN will ever reach the server. The retry reaches the server by
+/// the URL's second host (the partition cut one path only), where it needs that lock.
+/// The server ends the orphan soon after the attempt's own bound, so the retry gets
+/// the lock: the call succeeds, applied once, while the first path stays cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphaned_transaction_behind_a_partition_releases_its_locks_soon() {
+    let cluster = cluster().await;
+    exec(
+        &cluster,
+        "CREATE TABLE counters(id int PRIMARY KEY, n int NOT NULL); INSERT INTO counters VALUES (1, 0)",
+    )
+    .await;
+    let proxy = FaultProxy::start(cluster.socket_addr())
+        .await
+        .expect("proxy");
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres",
+        proxy.port(),
+        cluster.port()
+    );
+    let db = db(&url).await;
+    let first_run = std::sync::atomic::AtomicBool::new(true);
+    let fault = || proxy.blackhole();
+    bump_across_a_partition(&db, &fault, &first_run)
+        .await
+        .expect("the retry gets the lock once the orphan is gone");
+    let admin = cluster.admin().await.expect("admin");
+    let n: i32 = admin
+        .query_one("SELECT n FROM counters WHERE id = 1", &[])
+        .await
+        .expect("counter")
+        .get(0);
+    assert_eq!(n, 1, "applied exactly once");
+}
+
+#[retriable_tx]
+async fn server_keepalive(tx: &mut Tx<'_>) -> Result<(String, String), TxError> {
+    let row = tx
+        .query_one(
+            "SELECT current_setting('tcp_keepalives_idle'), current_setting('tcp_user_timeout')",
+            &[],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// The server's side of each connection keeps TCP alive and times out unacknowledged
+/// data as the client's does, so a session a partition cut off ends in seconds on the
+/// server too, not after the kernel's two hours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_side_of_each_connection_gets_keepalives() {
+    let cluster = cluster().await;
+    // Over TCP: keepalives do not apply to a Unix socket.
+    let db = db(&cluster.url()).await;
+    let (idle, user_timeout) = server_keepalive(&db).await.expect("settings");
+    assert_eq!((idle.as_str(), user_timeout.as_str()), ("15", "15000"));
+}
+
+/// PgBouncer refuses the `options` startup parameter the runtime uses for the
+/// server-side keepalives ("unsupported startup parameter: options"): the runtime
+/// connects without them instead of failing every connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooler_that_refuses_session_settings_is_connected_to_without_them() {
+    let cluster = cluster().await;
+    let bouncer = resilient_tx_testkit::PgBouncer::start(&cluster)
+        .await
+        .expect("pgbouncer");
+    let db = Db::builder(&bouncer.url())
+        .statement_cache(false)
+        .build()
+        .await
+        .expect("config");
+    for _ in 0..3 {
+        server_keepalive(&db)
+            .await
+            .expect("calls through PgBouncer work");
+    }
+    let metrics = db.metrics();
+    assert_eq!(metrics.connect_failures, 0, "{metrics:?}");
+}
+
+#[retriable_tx(retries = 2, deadline = "20s")]
+async fn add_event_few_retries(tx: &mut Tx<'_>, note: &str) -> Result<(), TxError> {
+    tx.execute("INSERT INTO events(note) VALUES ($1)", &[&note])
+        .await?;
+    Ok(())
+}
+
+/// While the server is down every connect fails at once, many times a second. Those
+/// attempts ran nothing, so they do not spend `retries` (2 here): the call waits for
+/// the server within its deadline, and goes on the moment the server accepts
+/// connections again, not after a backoff of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connects_that_fail_fast_do_not_spend_retries_and_recovery_wakes_the_call() {
+    let cluster = cluster().await;
+    exec(
+        &cluster,
+        "CREATE TABLE events(id serial PRIMARY KEY, note text)",
+    )
+    .await;
+    let db = db(&cluster.url()).await;
+    add_event_few_retries(&db, "before").await.expect("warm-up");
+    cluster.stop_fast().await.expect("stop");
+
+    let outage = async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        cluster.start_again().await.expect("start");
+        Instant::now()
+    };
+    let call = async {
+        add_event_few_retries(&db, "during")
+            .await
+            .expect("the call outlasts the outage");
+        Instant::now()
+    };
+    let (back, done) = tokio::join!(outage, call);
+    let after_back = done.saturating_duration_since(back);
+    println!("the call completed {after_back:?} after the server accepted connections");
+    assert!(
+        after_back < Duration::from_millis(700),
+        "woken by the recovery, not by a backoff of its own: {after_back:?}"
+    );
+    let metrics = db.metrics();
+    println!("{metrics:?}");
+    // One prober for the pool, paced by its own backoff: a few dozen connects a
+    // second, whatever the number of callers.
+    assert!(
+        metrics.connect_failures < 400,
+        "connect attempts during 3 s of outage stay bounded: {metrics:?}"
+    );
+    assert_eq!(scalar(&cluster, "SELECT count(*) FROM events").await, 2);
+}

@@ -178,3 +178,69 @@ async fn a_standby_listed_first_is_passed_over_with_either_verification() {
     }
     assert_eq!(scalar(&primary, "SELECT count(*) FROM writes").await, 2);
 }
+
+#[retriable_tx(read_only, isolation = serializable)]
+async fn serializable_read(tx: &mut Tx<'_>) -> Result<bool, TxError> {
+    Ok(tx
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await?
+        .get(0))
+}
+
+/// A standby cannot run SERIALIZABLE: a read-only serializable call goes to the
+/// primary even when a read replica serves the other reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serializable_read_with_a_replica_runs_on_the_primary() {
+    let primary = cluster().await;
+    let replica = primary.create_replica().await.expect("replica");
+    let db = Db::builder(&primary.url())
+        .read_replica(replica.url())
+        .build()
+        .await
+        .expect("config");
+    for _ in 0..3 {
+        let in_recovery = serializable_read(&db).await.expect("a serializable read");
+        assert!(!in_recovery, "served by the primary");
+    }
+}
+
+#[retriable_tx(isolation = serializable, deadline = "2s")]
+async fn lock_in_serializable(tx: &mut Tx<'_>) -> Result<(), TxError> {
+    tx.execute("SELECT pg_advisory_lock(4242)", &[]).await?;
+    Ok(())
+}
+
+/// BEGIN that fails (a standby refuses SERIALIZABLE) must not let the statement sent
+/// in its flight run on its own: a session-level advisory lock taken by that statement
+/// would outlive the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_statement_runs_after_a_failed_begin() {
+    let primary = cluster().await;
+    let replica = primary.create_replica().await.expect("replica");
+    let db = Db::builder(&replica.url())
+        .max_size(1)
+        .build()
+        .await
+        .expect("config");
+    let error = lock_in_serializable(&db)
+        .await
+        .expect_err("a standby cannot run SERIALIZABLE");
+    assert_eq!(
+        error.kind(),
+        resilient_tx::ErrorKind::Unavailable,
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("reached a standby"),
+        "says why: {error}"
+    );
+    assert_eq!(
+        scalar(
+            &replica,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242"
+        )
+        .await,
+        0,
+        "the statement sent with BEGIN ran nothing"
+    );
+}

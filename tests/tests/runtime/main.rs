@@ -1,11 +1,13 @@
 //! The runtime against real PostgreSQL servers: one module per family of failures,
 //! each test named after the behaviour it proves.
 
+mod cancellation;
 mod common;
 mod config;
 mod conflicts;
 mod connection_loss;
 mod failover;
+mod health;
 mod idempotency;
 mod pgbouncer;
 mod safety;

@@ -1,0 +1,129 @@
+//! [`CounterTable`]: the SQL of the commit counter table, for one table name: one row
+//! per pooled connection, whose `seq` only the connection's own commits move.
+
+use std::time::Duration;
+
+/// The `seq` a probe writes into a row whose connection's COMMIT it found not
+/// applied. Connections count up from 0, so no transaction ever expects it: the
+/// original's compare-and-set, delivered late, fails against it.
+pub(crate) const FENCED: i64 = -1;
+
+/// The counter table's SQL.
+#[derive(Debug, Clone)]
+pub(crate) struct CounterTable {
+    name: String,
+    pub(crate) create: String,
+    /// The compare-and-set sent with COMMIT: `$1` the connection's id, `$2` the value it
+    /// last committed, `$3` the next. Moves the counter only in a transaction that wrote
+    /// something (has an id); one that did and finds another value aborts with a
+    /// division by zero, so its COMMIT becomes a ROLLBACK. Returns one row: how many rows
+    /// it moved (0 for a transaction that wrote nothing, which needs no evidence).
+    pub(crate) cas: String,
+    /// [`CounterTable::cas`] for a transaction that may have an effect without an id
+    /// yet (a NOTIFY is queued, not written, until COMMIT): it always moves the counter.
+    pub(crate) cas_always: String,
+}
+
+impl CounterTable {
+    /// `name` is `schema.table` or `table`; it was validated as identifiers.
+    pub(crate) fn new(name: &str) -> CounterTable {
+        let create_schema = super::create_schema(name);
+        // A row is rewritten on every commit of its connection and never grows: a low
+        // fillfactor leaves room on its page for the new version, so each update is
+        // HOT (no index entry, little WAL) and the table stays one row per connection.
+        let create = format!(
+            "{create_schema}
+             CREATE TABLE IF NOT EXISTS {name} (
+                 id bigint PRIMARY KEY,
+                 seq bigint NOT NULL,
+                 updated_at timestamptz NOT NULL DEFAULT now())
+             WITH (fillfactor = 30);"
+        );
+        let cas = |condition: &str| {
+            // An upsert, so that a connection's first commit creates its row, and a row
+            // purged while its connection sat idle is simply made again.
+            format!(
+                "WITH moved AS (
+                     INSERT INTO {name} AS c (id, seq) SELECT $1::int8, $3::int8 {condition}
+                     ON CONFLICT (id) DO UPDATE SET seq = $3::int8, updated_at = now()
+                         WHERE c.seq = $2::int8
+                     RETURNING 1)
+                 SELECT count(*), 1 / (count(*) + CASE WHEN pg_current_xact_id_if_assigned() IS NULL \
+                     THEN 1 ELSE 0 END) FROM moved"
+            )
+        };
+        CounterTable {
+            name: name.to_owned(),
+            create,
+            cas: cas("WHERE pg_current_xact_id_if_assigned() IS NOT NULL"),
+            cas_always: cas(""),
+        }
+    }
+
+    /// The table's qualified name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The probe of commit verification for connection `id`, whose COMMIT of
+    /// `expected → expected + 1` went unanswered: one transaction that takes the row's
+    /// lock (inserting a fenced row if there is none, so that an original insert still
+    /// in flight is waited for too), reads `seq` as the original left it, and fences the
+    /// row if the original did not move it. Its lock wait is bounded; the `SELECT` is
+    /// the answer.
+    pub(crate) fn probe(&self, id: i64, expected: i64, lock_timeout: Duration) -> String {
+        let name = &self.name;
+        format!(
+            "BEGIN; SET LOCAL lock_timeout = {}; \
+             INSERT INTO {name} (id, seq) VALUES ({id}, {FENCED}) ON CONFLICT (id) DO NOTHING; \
+             SELECT seq FROM {name} WHERE id = {id} FOR UPDATE; \
+             UPDATE {name} SET seq = {FENCED}, updated_at = now() WHERE id = {id} AND seq = {expected}; \
+             COMMIT",
+            lock_timeout.as_millis().max(1),
+        )
+    }
+
+    /// Deletes the rows of connections that committed nothing for `older_than` (most
+    /// are gone; a live one makes its row again with its next commit).
+    pub(crate) fn purge(&self, older_than: Duration) -> String {
+        let millis = i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
+        format!(
+            "DELETE FROM {} WHERE updated_at < now() - {millis} * interval '1 millisecond'",
+            self.name
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_compare_and_set_moves_only_from_the_expected_value() {
+        let table = CounterTable::new("resilient_tx.commit_counters");
+        assert!(table.cas.contains("WHERE c.seq = $2::int8"));
+        assert!(table.cas.contains("1 / (count(*)"));
+        assert!(table.cas.contains(
+            "SELECT $1::int8, $3::int8 WHERE pg_current_xact_id_if_assigned() IS NOT NULL"
+        ));
+        assert!(table.cas_always.contains("SELECT $1::int8, $3::int8 \n"));
+        assert!(table.create.contains("fillfactor = 30"));
+    }
+
+    #[test]
+    fn the_probe_waits_for_the_row_reads_it_and_fences_an_unmoved_one() {
+        let table = CounterTable::new("c");
+        let probe = table.probe(7, 41, Duration::from_millis(1500));
+        let steps: Vec<&str> = probe.split("; ").collect();
+        assert_eq!(steps[1], "SET LOCAL lock_timeout = 1500");
+        assert_eq!(
+            steps[2],
+            "INSERT INTO c (id, seq) VALUES (7, -1) ON CONFLICT (id) DO NOTHING"
+        );
+        assert_eq!(steps[3], "SELECT seq FROM c WHERE id = 7 FOR UPDATE");
+        assert_eq!(
+            steps[4],
+            "UPDATE c SET seq = -1, updated_at = now() WHERE id = 7 AND seq = 41"
+        );
+    }
+}
