@@ -426,11 +426,9 @@ impl<'db> Call<'db> {
         if failure.action() != Action::Reconnect {
             return tokio::time::sleep(delay).await;
         }
-        let health = &self.attempt_pool().health;
-        let mut recovered = health.watch_recovered();
-        if !health.in_outage() {
-            return tokio::time::sleep(delay).await;
-        }
+        // Subscribed before sleeping: an outage that is noticed, and ends, while this
+        // call sleeps wakes it too.
+        let mut recovered = self.attempt_pool().health.watch_recovered();
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             _ = recovered.changed() => {}
