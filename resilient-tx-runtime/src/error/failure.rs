@@ -39,6 +39,8 @@ pub(crate) enum Failure {
     Database,
     /// Invalid configuration.
     Config,
+    /// An idempotency key stored with another fingerprint than this call's arguments.
+    KeyReused,
 }
 
 /// What the executor does about a failure.
@@ -71,6 +73,7 @@ impl Failure {
             Failure::CommitUnknown => ErrorKind::CommitUnknown,
             Failure::Aborted | Failure::Database => ErrorKind::Database,
             Failure::Config => ErrorKind::Config,
+            Failure::KeyReused => ErrorKind::KeyReused,
         }
     }
 
@@ -91,7 +94,8 @@ impl Failure {
             | Failure::StatementTimeout
             | Failure::Aborted
             | Failure::Database
-            | Failure::Config => Action::Return,
+            | Failure::Config
+            | Failure::KeyReused => Action::Return,
         }
     }
 
@@ -124,6 +128,23 @@ impl Failure {
             Failure::Aborted => "aborted",
             Failure::Database => "database",
             Failure::Config => "config",
+            Failure::KeyReused => "key_reused",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::TxError;
+
+    #[test]
+    fn a_reused_key_returns_at_once_and_is_not_transient() {
+        let failure = Failure::KeyReused;
+        assert_eq!(failure.kind(), ErrorKind::KeyReused);
+        assert_eq!(failure.kind().as_str(), "key_reused");
+        assert_eq!(failure.action(), Action::Return);
+        assert!(!failure.discards_connection());
+        assert!(!TxError::new(failure, "reused").is_transient());
     }
 }

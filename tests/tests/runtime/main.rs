@@ -9,6 +9,8 @@ mod connection_loss;
 mod failover;
 mod health;
 mod idempotency;
+mod key_reuse;
+mod least_privilege;
 mod pgbouncer;
 mod safety;
 mod statements;
