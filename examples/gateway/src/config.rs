@@ -25,8 +25,9 @@ pub(crate) const MISSING_DATABASE_URL: &str = "DATABASE_URL is not set: set DATA
 /// `Debug` hides the token and the database URL (which may carry a password).
 #[derive(Clone)]
 pub struct Config {
-    /// libpq URI or key=value string; several hosts and `target_session_attrs` are
-    /// understood. `None` starts a throwaway local PostgreSQL server for the process's
+    /// libpq URI or key=value string; several hosts, `target_session_attrs` and libpq's
+    /// TLS parameters (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`) are understood.
+    /// `None` starts a throwaway local PostgreSQL server for the process's
     /// lifetime with the `local-db` feature, and is refused without it.
     pub database_url: Option<String>,
     /// A read replica (libpq URI or key=value, several hosts allowed) that serves the
@@ -55,6 +56,11 @@ pub struct Config {
     /// recorder as the process's global one if no gateway of the process did yet.
     /// Off for a program that embeds the gateway and installs a recorder of its own.
     pub metrics: bool,
+    /// Whether statements are prepared once per connection and reused (the default).
+    /// `false` behind a pooler in transaction mode (PgBouncer before 1.21), where
+    /// named prepared statements do not follow a client from one transaction to the
+    /// next: every statement is then sent unnamed.
+    pub statement_cache: bool,
 }
 
 /// Pool sizing: a few connections kept warm, more opened under load.
@@ -118,6 +124,7 @@ impl Config {
             retries: DEFAULT_RETRIES,
             application_name: "gateway".to_owned(),
             metrics: true,
+            statement_cache: true,
         }
     }
 
@@ -143,6 +150,7 @@ impl Config {
     /// | `RETRIES` | most retries of one call (the deadline bounds them too) | 5 |
     /// | `APPLICATION_NAME` | `application_name` of the connections | `gateway` |
     /// | `METRICS` | `on` serves `GET /metrics`, `off` does not | `on` |
+    /// | `DATABASE_STATEMENT_CACHE` | `on`, or `off` behind PgBouncer in transaction mode | `on` |
     ///
     /// Empty values count as unset.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -196,6 +204,15 @@ impl Config {
         }
         if let Some(metrics) = var("METRICS") {
             config.metrics = switch("METRICS", &metrics)?;
+        }
+        if let Some(cache) = var("DATABASE_STATEMENT_CACHE") {
+            // `off` is what PgBouncer in transaction mode needs: say so.
+            config.statement_cache = switch("DATABASE_STATEMENT_CACHE", &cache).map_err(|e| {
+                ConfigError(format!(
+                    "{} (off behind PgBouncer in transaction mode)",
+                    e.0
+                ))
+            })?;
         }
         config.validate()?;
         Ok(config)
@@ -286,6 +303,7 @@ impl fmt::Debug for Config {
             .field("retries", &self.retries)
             .field("application_name", &self.application_name)
             .field("metrics", &self.metrics)
+            .field("statement_cache", &self.statement_cache)
             .finish()
     }
 }
@@ -343,6 +361,7 @@ mod tests {
         assert_eq!(config.retries, DEFAULT_RETRIES);
         assert_eq!(config.application_name, "gateway");
         assert!(config.metrics);
+        assert!(config.statement_cache);
     }
 
     #[test]
@@ -365,9 +384,11 @@ mod tests {
             ("DATABASE_REPLICA_URL", "postgres://app@replica/app"),
             ("RETRIES", "12"),
             ("METRICS", "off"),
+            ("DATABASE_STATEMENT_CACHE", "off"),
         ])
         .expect("valid");
         assert!(!config.metrics);
+        assert!(!config.statement_cache);
         assert_eq!(
             config.database_replica_url.as_deref(),
             Some("postgres://app@replica/app")
@@ -402,6 +423,13 @@ mod tests {
         }
         let error = from(&[("POOL_MIN_IDLE", "20")]).expect_err("min above max");
         assert!(error.0.contains("POOL_MIN_IDLE"), "{error}");
+        let error = from(&[
+            ("DATABASE_URL", "postgres://db/app"),
+            ("GATEWAY_TOKEN", "t"),
+            ("DATABASE_STATEMENT_CACHE", "false"),
+        ])
+        .expect_err("on or off");
+        assert!(error.0.contains("DATABASE_STATEMENT_CACHE"), "{error}");
         let error =
             from(&[("DATABASE_REPLICA_URL", "postgres://r/app")]).expect_err("replica alone");
         assert!(error.0.contains("DATABASE_REPLICA_URL"), "{error}");

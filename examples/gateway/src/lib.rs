@@ -290,6 +290,7 @@ pub async fn serve_with(config: Config, routes: Router<AppState>) -> Result<Serv
         retries = config.retries,
         read_replica = config.database_replica_url.is_some(),
         metrics = exported,
+        statement_cache = config.statement_cache,
         "gateway listening"
     );
     Ok(Server {
@@ -332,6 +333,7 @@ async fn open_db(config: &Config, url: &str) -> Result<Db, StartError> {
         .pool_timeout(config.pool.pool_timeout)
         .connect_timeout(config.pool.connect_timeout)
         .application_name(config.application_name.clone())
+        .statement_cache(config.statement_cache)
         .policy(policy)
         .build()
         .await

@@ -22,7 +22,7 @@ use crate::error::{Failure, TxError};
 use crate::metrics::{Counters, Stopwatch};
 use crate::tls::{
     SslMode, TlsConnector, TlsParams, describe_tls_failure, fallback_after,
-    is_certificate_rejected, server_lacks_tls,
+    is_certificate_rejected, refused_by_hba, server_lacks_tls,
 };
 
 /// Opens connections for the pool.
@@ -147,9 +147,15 @@ impl Manager {
                 });
                 Ok(PgConnection::new(client, self.statements.clone()))
             }
-            Ok(Err(e)) => {
-                Err(tls_error(&e, params, &host).unwrap_or_else(|| connect_error(e, &host)))
-            }
+            Ok(Err(e)) => Err(tls_error(&e, params, &host).unwrap_or_else(|| {
+                let unencrypted = params.mode() == SslMode::Disable && refused_by_hba(&e);
+                let error = connect_error(e, &host);
+                if unencrypted {
+                    refused_in_plain_text(&error)
+                } else {
+                    error
+                }
+            })),
             Err(_elapsed) => Err(TxError::new(
                 Failure::ConnectTimeout,
                 format!(
@@ -239,6 +245,22 @@ fn tls_error(error: &tokio_postgres::Error, params: &TlsParams, host: &str) -> O
         )));
     }
     None
+}
+
+/// pg_hba.conf refused a connection `sslmode=disable` made in plain text. The server's
+/// words ("no encryption") do not say what to change in the URL; this does. Still a
+/// `Database` error: the same URL meets the same refusal every time.
+fn refused_in_plain_text(error: &TxError) -> TxError {
+    TxError::with_details(
+        error.failure(),
+        format!(
+            "{}; sslmode=disable connects without TLS: if the server accepts only TLS \
+             connections, use sslmode=verify-full (with sslrootcert) or sslmode=require",
+            error.message()
+        ),
+        error.sqlstate().cloned(),
+        None,
+    )
 }
 
 /// `host:port` for messages (never the password or the whole URL).

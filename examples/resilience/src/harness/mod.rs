@@ -1,13 +1,15 @@
 //! What every case uses: the recorder of its observation ([`recorder`]), the gateway
 //! under test ([`app`]) and an HTTP client for it ([`http`]), replies and the
 //! documented error codes ([`reply`]), database inspection behind the gateway's back
-//! ([`inspect`]), and a background writer ([`writer`]).
+//! ([`inspect`]), a background writer ([`writer`]), and the servers a case starts, in
+//! plain text or TLS-only ([`servers`]).
 
 mod app;
 mod http;
 mod inspect;
 mod recorder;
 mod reply;
+mod servers;
 mod writer;
 
 use std::future::Future;
@@ -15,11 +17,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub(crate) use app::{App, config, multi_host_url, names};
+pub(crate) use app::{App, config, names};
 pub(crate) use http::Http;
-pub(crate) use inspect::{backends, balances, registry, scalar};
+pub(crate) use inspect::{backends, balances, check_encrypted, registry, scalar};
 pub(crate) use recorder::Recorder;
 pub(crate) use reply::{Reply, tally};
+pub(crate) use servers::{multi_host_url, start_cluster, start_from, url, url_via};
+pub use servers::{set_tls, tls_on};
 pub(crate) use writer::{WriteRecord, Writer, check_writes};
 
 /// What a case body returns: `Err` when it cannot go on (a server did not start, a
