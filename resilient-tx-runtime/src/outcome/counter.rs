@@ -42,9 +42,8 @@
 //!    - if they arrive while `P` still holds the row's lock, `T`'s CAS waits for `P`,
 //!      then re-checks the row and finds `FENCED` (read committed), or fails to
 //!      serialize (repeatable read, serializable): `T` aborts either way;
-//!    - where `C` had no row, `T`'s update moves nothing and its insert meets `P`'s
-//!      fence (waiting for `P` if `P` has not committed yet): `ON CONFLICT DO NOTHING`
-//!      inserts nothing, the CAS moved no row, and `T` aborts: the same.
+//!    - where `C` had no row, `P`'s inserted fence makes `T`'s insert a conflict, whose
+//!      update requires `seq = e`: the same.
 //!
 //!    Not committed was right, and stays right.
 //! 4. **`T` wrote nothing**: its CAS moves nothing and aborts nothing (it has no

@@ -43,32 +43,21 @@ impl CounterTable {
              WITH (fillfactor = 30);"
         );
         let cas = |condition: &str| {
-            // The row is moved by a plain UPDATE: a HOT update of two columns, the least
-            // WAL a compare-and-set can write (an upsert would also log a row lock,
-            // +56 bytes a commit). Only where it moved nothing is the row inserted: a
-            // connection's first commit, or a row purged while its connection sat
-            // idle. `ON CONFLICT DO NOTHING` then meets a fence (or waits for a probe
-            // inserting one) and inserts nothing, so the division aborts the
-            // transaction; and a row deleted by a purge that committed meanwhile is no
-            // conflict, so the insert goes ahead.
-            let and = |c: &str| match c {
-                "" => String::new(),
-                c => format!(" AND {c}"),
-            };
-            let condition = and(condition);
+            // An upsert, so that a connection's first commit creates its row, and a row
+            // purged while its connection sat idle is simply made again. It logs a row
+            // lock besides the update (+140 bytes of WAL a commit, against +84 for a
+            // plain UPDATE with an INSERT where it moved nothing), but measured cheaper
+            // in CPU than that pair of statements, which every write pays. The purge
+            // goes by `updated_at`: the CAS's own clock, not its transaction's start, so
+            // that a long transaction's row never looks idle.
             format!(
                 "WITH moved AS (
-                     UPDATE {name} SET seq = $3::int8, updated_at = clock_timestamp()
-                     WHERE id = $1::int8 AND seq = $2::int8{condition}
-                     RETURNING 1),
-                 made AS (
-                     INSERT INTO {name} (id, seq) SELECT $1::int8, $3::int8
-                     WHERE NOT EXISTS (SELECT FROM moved){condition}
-                     ON CONFLICT (id) DO NOTHING
-                     RETURNING 1),
-                 n AS (SELECT (SELECT count(*) FROM moved) + (SELECT count(*) FROM made) AS n)
-                 SELECT n, 1 / (n + CASE WHEN pg_current_xact_id_if_assigned() IS NULL \
-                     THEN 1 ELSE 0 END) FROM n"
+                     INSERT INTO {name} AS c (id, seq) SELECT $1::int8, $3::int8 {condition}
+                     ON CONFLICT (id) DO UPDATE SET seq = $3::int8, updated_at = clock_timestamp()
+                         WHERE c.seq = $2::int8
+                     RETURNING 1)
+                 SELECT count(*), 1 / (count(*) + CASE WHEN pg_current_xact_id_if_assigned() IS NULL \
+                     THEN 1 ELSE 0 END) FROM moved"
             )
         };
         CounterTable {
@@ -83,7 +72,7 @@ impl CounterTable {
                 create,
                 column: None,
             },
-            cas: cas("pg_current_xact_id_if_assigned() IS NOT NULL"),
+            cas: cas("WHERE pg_current_xact_id_if_assigned() IS NOT NULL"),
             cas_always: cas(""),
         }
     }
@@ -129,28 +118,12 @@ mod tests {
     #[test]
     fn the_compare_and_set_moves_only_from_the_expected_value() {
         let table = CounterTable::new("resilient_tx.commit_counters");
-        assert!(
-            table
-                .cas
-                .contains("WHERE id = $1::int8 AND seq = $2::int8 AND pg_current")
-        );
-        assert!(
-            table
-                .cas
-                .contains("WHERE NOT EXISTS (SELECT FROM moved) AND pg_current")
-        );
-        assert!(table.cas.contains("ON CONFLICT (id) DO NOTHING"));
-        assert!(table.cas.contains("1 / (n + CASE"));
-        assert!(
-            table
-                .cas_always
-                .contains("WHERE id = $1::int8 AND seq = $2::int8\n")
-        );
-        assert!(
-            table
-                .cas_always
-                .contains("WHERE NOT EXISTS (SELECT FROM moved)\n")
-        );
+        assert!(table.cas.contains("WHERE c.seq = $2::int8"));
+        assert!(table.cas.contains("1 / (count(*)"));
+        assert!(table.cas.contains(
+            "SELECT $1::int8, $3::int8 WHERE pg_current_xact_id_if_assigned() IS NOT NULL"
+        ));
+        assert!(table.cas_always.contains("SELECT $1::int8, $3::int8 \n"));
         assert!(table.spec.create.contains("fillfactor = 30"));
     }
 
