@@ -17,7 +17,7 @@ use crate::duration::{self, DurationLit};
 use crate::errors::Errors;
 
 /// Every option, in the order the documentation lists them.
-pub(crate) const KEYS: [&str; 10] = [
+pub(crate) const KEYS: [&str; 11] = [
     "retries",
     "isolation",
     "read_only",
@@ -27,6 +27,7 @@ pub(crate) const KEYS: [&str; 10] = [
     "backoff_max",
     "idempotency_key",
     "idempotent",
+    "replicated",
     "crate",
 ];
 
@@ -82,6 +83,8 @@ pub(crate) struct Args {
     pub(crate) idempotency_key: Option<Expr>,
     /// `idempotent`
     pub(crate) idempotent: bool,
+    /// `replicated = "..."`
+    pub(crate) replicated: Option<DurationLit>,
 }
 
 /// Options that did not pass.
@@ -107,6 +110,7 @@ impl Args {
             backoff_max: None,
             idempotency_key: None,
             idempotent: false,
+            replicated: None,
         }
     }
 
@@ -139,6 +143,7 @@ struct RawArgs {
     backoff_base: Option<DurationLit>,
     backoff_max: Option<DurationLit>,
     idempotency_key: Option<Expr>,
+    replicated: Option<DurationLit>,
     errors: Errors,
 }
 
@@ -207,6 +212,7 @@ impl RawArgs {
             "backoff_base" => self.backoff_base = errors.ok(duration(key, &value)),
             "backoff_max" => self.backoff_max = errors.ok(duration(key, &value)),
             "idempotency_key" => self.idempotency_key = Some(value),
+            "replicated" => self.replicated = errors.ok(positive_duration(key, &value)),
             "crate" => self.krate = errors.ok(crate_path(&value)),
             // Flags carry no value; `option` handles them.
             _ => {}
@@ -239,6 +245,12 @@ impl RawArgs {
                 "`idempotency_key` cannot be combined with `read_only`: the key's result is stored by the transaction itself, and a read-only transaction has nothing to store",
             );
         }
+        if let (Some(replicated), Some(_)) = (span("replicated"), read_only) {
+            errors.at(
+                replicated,
+                "`replicated` has no effect with `read_only`: a read-only transaction commits nothing for a standby to receive; remove `replicated`",
+            );
+        }
         if let (Some(base), Some(max)) = (&self.backoff_base, &self.backoff_max) {
             if base.millis > max.millis {
                 errors.at(
@@ -266,6 +278,7 @@ impl RawArgs {
                 backoff_max: self.backoff_max,
                 idempotency_key: self.idempotency_key,
                 idempotent: idempotent.is_some(),
+                replicated: self.replicated,
             }),
         }
     }
@@ -293,6 +306,7 @@ fn example(key: &str) -> &'static str {
         "backoff_base" => "\"20ms\"",
         "backoff_max" => "\"2s\"",
         "idempotency_key" => "request_id",
+        "replicated" => "\"2s\"",
         "crate" => "\"::resilient_tx\"",
         _ => "...",
     }
@@ -402,7 +416,7 @@ fn duration(key: &str, value: &Expr) -> syn::Result<DurationLit> {
     }
 }
 
-/// `timeout`/`deadline`: a duration that is not zero.
+/// `timeout`/`deadline`/`replicated`: a duration that is not zero.
 fn positive_duration(key: &str, value: &Expr) -> syn::Result<DurationLit> {
     let parsed = duration(key, value)?;
     if parsed.millis == 0 {

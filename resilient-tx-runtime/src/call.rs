@@ -32,7 +32,9 @@ use crate::idempotency::{self, Begin, Key};
 use crate::metrics::Counters;
 use crate::outcome::{self, CommitVerification, Evidence, Probes, Verdict};
 use crate::policy::{CallOptions, Isolation, Policy};
+use crate::connection::PgConnection;
 use crate::pool::{Pool, Pooled};
+use crate::replication;
 use crate::retry::{self, CallTraits, GiveUp, Retry, RetryState};
 use crate::shared::DbRef;
 use crate::tx::{Tx, begin_sql};
@@ -168,6 +170,14 @@ impl<'db> Call<'db> {
                 Ok(None) => return Ok(Begin::Run(tx)),
                 Ok(Some(stored)) => {
                     tx.rollback();
+                    // A retry after `NotReplicated` learns here whether a standby has
+                    // caught up since.
+                    let replicated = self.confirm_replicated(tx.ended_connection()).await;
+                    drop(tx);
+                    if let Err(error) = replicated {
+                        self.gave_up(&error);
+                        return Err(error);
+                    }
                     self.returned_stored();
                     return Ok(Begin::Stored(stored));
                 }
@@ -220,15 +230,23 @@ impl<'db> Call<'db> {
             .as_ref()
             .and_then(|evidence| evidence.mark(tables, tx.may_notify()));
         let committed = tx.commit(mark).instrument(self.attempt_span.clone()).await;
-        // The connection goes back to the pool before any backoff.
-        drop(tx);
         let error = match committed {
             Ok(()) => {
+                let replicated = self.confirm_replicated(tx.ended_connection()).await;
+                drop(tx);
                 self.committed();
-                return ControlFlow::Break(Ok(value));
+                return ControlFlow::Break(match replicated {
+                    Ok(()) => Ok(value),
+                    Err(error) => {
+                        self.gave_up(&error);
+                        Err(E::from(error))
+                    }
+                });
             }
             Err(error) => error,
         };
+        // The connection goes back to the pool before any backoff.
+        drop(tx);
         let error = match (error.failure(), &evidence) {
             (Failure::CommitUnknown, Some(evidence)) => {
                 match self.settle_ambiguous(error, evidence).await {
@@ -311,7 +329,16 @@ impl<'db> Call<'db> {
                 counters.ambiguous_commit();
                 counters.ambiguous_verified(true);
                 self.committed();
-                Ok(())
+                if self.wants_replicated().is_none() {
+                    return Ok(());
+                }
+                // The committing connection is gone: ask on a fresh one, whose server
+                // the verification just found the commit on.
+                let bound = self.deadline.saturating_duration_since(Instant::now());
+                match shared.pool.acquire(bound).await {
+                    Ok(mut conn) => self.confirm_replicated(Some(&mut conn)).await,
+                    Err(error) => Err(replication::lost(error.message())),
+                }
             }
             Verdict::NotCommitted => {
                 counters.ambiguous_commit();
@@ -331,6 +358,39 @@ impl<'db> Call<'db> {
                 ))
             }
         }
+    }
+
+    /// The `replicated` bound, unless the call is read-only (it committed nothing).
+    fn wants_replicated(&self) -> Option<Duration> {
+        self.policy.replicated.filter(|_| !self.policy.read_only)
+    }
+
+    /// With `replicated`, waits on `conn` (the session that committed, or one on the
+    /// server that has the commit) until a standby of its server has flushed the
+    /// commit: `Err` of kind `NotReplicated` when none did within the bound (or the
+    /// call's deadline, if sooner).
+    async fn confirm_replicated(&self, conn: Option<&mut PgConnection>) -> Result<(), TxError> {
+        let Some(bound) = self.wants_replicated() else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let until = (started + bound).min(self.deadline);
+        let confirmed = match conn {
+            Some(conn) => {
+                replication::wait_for_standby(conn, until, bound)
+                    .instrument(self.attempt_span.clone())
+                    .await
+            }
+            None => Err(replication::lost("the connection was not usable after COMMIT")),
+        };
+        let waited_ms = started.elapsed().as_millis() as u64;
+        match &confirmed {
+            Ok(standby) => tracing::debug!(parent: &self.attempt_span, function = self.name,
+                standby = standby.as_str(), waited_ms, "a standby has the commit"),
+            Err(error) => tracing::warn!(parent: &self.attempt_span, function = self.name,
+                waited_ms, error = %error, "no standby confirmed the commit"),
+        }
+        confirmed.map(drop)
     }
 
     /// How long this attempt may take: the policy's timeout plus a margin for the

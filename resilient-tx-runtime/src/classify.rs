@@ -241,7 +241,8 @@ fn describe(err: &tokio_postgres::Error, failure: Failure, phase: Phase) -> Stri
         Failure::PoolExhausted
         | Failure::ClientTimeout
         | Failure::ConnectTimeout
-        | Failure::Config => cause,
+        | Failure::Config
+        | Failure::NotReplicated => cause,
     }
 }
 

@@ -16,7 +16,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row, SimpleQueryMessage, Statement};
 
 use crate::classify::{Phase, client_timeout, to_tx_error};
-use crate::connection::{Backend, CommitCounter, declared_type, note_backend};
+use crate::connection::{Backend, CommitCounter, PgConnection, declared_type, note_backend};
 use crate::error::{Failure, TxError};
 use crate::policy::Policy;
 use crate::pool::Pooled;
@@ -416,6 +416,13 @@ impl<'db> Tx<'db> {
             self.conn.condemn();
         }
         Err(result)
+    }
+
+    /// The connection, for work on the same session once the transaction has ended
+    /// (COMMIT returned, or ROLLBACK queued ahead of what is sent next); `None` before
+    /// that, or while a request is in flight.
+    pub(crate) fn ended_connection(&mut self) -> Option<&mut PgConnection> {
+        (self.finished && !self.in_flight).then_some(&mut *self.conn)
     }
 
     /// This connection's commit counter, as the next COMMIT's compare-and-set will

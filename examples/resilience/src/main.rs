@@ -8,7 +8,15 @@
 //! cargo run -p resilience -- --html report.html    # and the HTML report
 //! cargo run -p resilience -- --jobs 2              # two cases at a time
 //! cargo run -p resilience -- --list
+//! cargo run -p resilience -- --topology patroni    # FO-01 and FO-03 under Patroni
+//! cargo run -p resilience -- --topology patroni --replication async --event kill --runs 5
 //! ```
+//!
+//! `--topology patroni` (Patroni on etcd, behind HAProxy) and `--topology auto-failover`
+//! (pg_auto_failover) run FO-01 and FO-03 against a real orchestrator, once per event
+//! (`--event switchover`, `kill`, or both, the default), `--runs` times each; with
+//! Patroni, `--replication` chooses `sync` (`synchronous_mode`, the default), `async`,
+//! or `async-waited` (asynchronous, the writes made with `replicated`).
 //!
 //! Progress goes to stderr, the details and the matrix (last) to stdout; the exit code
 //! is 1 when a case fails, 2 when the arguments or PostgreSQL are not usable. `RUST_LOG`
@@ -20,15 +28,22 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use resilience::{Case, ExpectedLogs};
+use resilience::{Case, Event, ExpectedLogs, Orchestrator, Replication, Scenario, Topology};
 use resilient_tx_testkit::PgCluster;
 use tracing_subscriber::filter::FilterExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-const USAGE: &str = "usage: resilience [--list] [--html FILE] [--jobs N] [CASE...]\n\
-                     CASE: CL-01 … TX-03 (default: all); --jobs: cases at a time (default 1)";
+const USAGE: &str = "\
+usage: resilience [--list] [--html FILE] [--jobs N] [--topology T [--event E] [--replication R]
+                  [--runs N]] [CASE...]
+  CASE: CL-01 … TX-03 (default: all); --jobs: cases (or scenarios) at a time (default 1)
+  --topology replica|patroni|auto-failover: what FO-01 and FO-03 fail over (default replica,
+      the matrix's own hand-promoted replica; an orchestrator runs FO-01 and FO-03 only)
+  --event switchover|kill|both (default both); --runs N: each event N times (default 1)
+  --replication sync|async|async-waited: Patroni's replication (default sync); async-waited
+      makes the writes wait for a standby (replicated)";
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -36,6 +51,57 @@ struct Args {
     cases: Vec<Case>,
     html: Option<PathBuf>,
     jobs: usize,
+    topology: Topology,
+    events: Option<Vec<Event>>,
+    replication: Option<Replication>,
+    runs: Option<usize>,
+}
+
+impl Args {
+    /// The scenarios an orchestrator topology asks for (none for the matrix's own).
+    fn scenarios(&self) -> Result<Vec<Scenario>, String> {
+        let Some(orchestrator) = self.topology.orchestrator() else {
+            if self.events.is_some() || self.replication.is_some() || self.runs.is_some() {
+                return Err(
+                    "--event, --replication and --runs need --topology patroni or auto-failover"
+                        .to_owned(),
+                );
+            }
+            return Ok(Vec::new());
+        };
+        if let Some(case) = self
+            .cases
+            .iter()
+            .find(|c| !matches!(c, Case::Fo01 | Case::Fo03))
+        {
+            return Err(format!(
+                "under an orchestrator only FO-01 and FO-03 run, not {}",
+                case.id()
+            ));
+        }
+        if orchestrator == Orchestrator::AutoFailover && self.replication.is_some() {
+            return Err(
+                "--replication is for Patroni: pg_auto_failover replicates synchronously once \
+                 its standby caught up"
+                    .to_owned(),
+            );
+        }
+        let replication = self.replication.unwrap_or(Replication::Synchronous);
+        let events = self
+            .events
+            .clone()
+            .unwrap_or_else(|| vec![Event::Switchover, Event::Kill]);
+        let mut scenarios = Vec::new();
+        for event in events {
+            for _ in 0..self.runs.unwrap_or(1) {
+                let mut scenario = Scenario::new(orchestrator, event, replication);
+                // FO-03 goes on from FO-01's failover: it runs unless only FO-01 is asked.
+                scenario.old_primary_returns = self.cases != [Case::Fo01];
+                scenarios.push(scenario);
+            }
+        }
+        Ok(scenarios)
+    }
 }
 
 /// What to do instead of running cases.
@@ -51,6 +117,10 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, Exit> {
         cases: Vec::new(),
         html: None,
         jobs: 1,
+        topology: Topology::Replica,
+        events: None,
+        replication: None,
+        runs: None,
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -72,13 +142,44 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, Exit> {
                 Some(n) if (1..=13).contains(&n) => parsed.jobs = n,
                 _ => return Err(Exit::Usage("--jobs needs a number from 1 to 13".to_owned())),
             },
+            "--topology" => match args.next().as_deref().and_then(Topology::from_flag) {
+                Some(topology) => parsed.topology = topology,
+                None => {
+                    return Err(Exit::Usage(
+                        "--topology needs replica, patroni or auto-failover".to_owned(),
+                    ));
+                }
+            },
+            "--event" => match args.next().as_deref() {
+                Some("both") => parsed.events = Some(vec![Event::Switchover, Event::Kill]),
+                Some(name) if Event::from_flag(name).is_some() => {
+                    parsed.events = Event::from_flag(name).map(|e| vec![e]);
+                }
+                _ => {
+                    return Err(Exit::Usage(
+                        "--event needs switchover, kill or both".to_owned(),
+                    ));
+                }
+            },
+            "--replication" => match args.next().as_deref().and_then(Replication::from_flag) {
+                Some(replication) => parsed.replication = Some(replication),
+                None => {
+                    return Err(Exit::Usage(
+                        "--replication needs sync, async or async-waited".to_owned(),
+                    ));
+                }
+            },
+            "--runs" => match args.next().and_then(|n| n.parse::<usize>().ok()) {
+                Some(n) if (1..=100).contains(&n) => parsed.runs = Some(n),
+                _ => return Err(Exit::Usage("--runs needs a number from 1 to 100".to_owned())),
+            },
             id => match Case::from_id(id) {
                 Some(case) => parsed.cases.push(case),
                 None => return Err(Exit::Usage(format!("unknown case {id:?}"))),
             },
         }
     }
-    if parsed.cases.is_empty() {
+    if parsed.cases.is_empty() && parsed.topology == Topology::Replica {
         parsed.cases = Case::ALL.to_vec();
     }
     Ok(parsed)
@@ -95,8 +196,12 @@ fn main() -> ExitCode {
         )
         .init();
 
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(args) => args,
+    let parsed = parse_args(std::env::args().skip(1)).and_then(|args| {
+        let scenarios = args.scenarios().map_err(Exit::Usage)?;
+        Ok((args, scenarios))
+    });
+    let (args, scenarios) = match parsed {
+        Ok(parsed) => parsed,
         Err(Exit::Done) => return ExitCode::SUCCESS,
         Err(Exit::Usage(problem)) => {
             eprintln!("{problem}\n{USAGE}");
@@ -115,14 +220,25 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     resilience::set_progress(true);
-    eprintln!(
-        "running {} case(s), {} at a time; each starts its own throwaway servers (a primary, a \
-         streaming replica, fault proxies, as it needs) and its own gateway\n",
-        args.cases.len(),
-        args.jobs
-    );
     let started = Instant::now();
-    let observations = resilience::run_in_parallel(&args.cases, args.jobs);
+    let observations = if scenarios.is_empty() {
+        eprintln!(
+            "running {} case(s), {} at a time; each starts its own throwaway servers (a \
+             primary, a streaming replica, fault proxies, as it needs) and its own gateway\n",
+            args.cases.len(),
+            args.jobs
+        );
+        resilience::run_in_parallel(&args.cases, args.jobs)
+    } else {
+        eprintln!(
+            "running {} scenario(s) under {}, {} at a time; each starts its own cluster and \
+             one gateway per route to its primary\n",
+            scenarios.len(),
+            scenarios[0].orchestrator,
+            args.jobs
+        );
+        resilience::run_scenarios_in_parallel(&scenarios, args.jobs)
+    };
     let elapsed = started.elapsed();
     // Written first, so the matrix stays the last thing on the screen.
     if let Some(path) = &args.html {

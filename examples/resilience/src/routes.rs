@@ -31,6 +31,10 @@ use resilient_tx::tokio_postgres::Row;
 use resilient_tx::{Db, Tx, TxError, retriable_tx};
 use serde::{Deserialize, Serialize};
 
+/// `POST` here creates a server like `POST /api/servers` with an `Idempotency-Key`,
+/// but returns only once a standby has the commit (`replicated`).
+pub const REPLICATED_SERVERS: &str = "/api/test/servers";
+
 /// The test routes, relative to `/api`, for [`gateway::serve_with`]. Each call makes a
 /// router of its own, for one gateway (one database).
 pub fn routes() -> Router<AppState> {

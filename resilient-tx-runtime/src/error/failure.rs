@@ -39,6 +39,8 @@ pub(crate) enum Failure {
     Database,
     /// Invalid configuration.
     Config,
+    /// Committed, but no standby confirmed having the commit within `replicated`.
+    NotReplicated,
 }
 
 /// What the executor does about a failure.
@@ -71,6 +73,7 @@ impl Failure {
             Failure::CommitUnknown => ErrorKind::CommitUnknown,
             Failure::Aborted | Failure::Database => ErrorKind::Database,
             Failure::Config => ErrorKind::Config,
+            Failure::NotReplicated => ErrorKind::NotReplicated,
         }
     }
 
@@ -91,7 +94,8 @@ impl Failure {
             | Failure::StatementTimeout
             | Failure::Aborted
             | Failure::Database
-            | Failure::Config => Action::Return,
+            | Failure::Config
+            | Failure::NotReplicated => Action::Return,
         }
     }
 
@@ -124,6 +128,7 @@ impl Failure {
             Failure::Aborted => "aborted",
             Failure::Database => "database",
             Failure::Config => "config",
+            Failure::NotReplicated => "not_replicated",
         }
     }
 }

@@ -24,6 +24,11 @@ pub enum ErrorKind {
     Database,
     /// The configuration is invalid (for example a malformed database URL).
     Config,
+    /// The transaction committed on the primary, but no standby confirmed having it
+    /// within the call's `replicated` bound: a failover now could lose it. The work is
+    /// done; running it again applies it twice unless the call has an idempotency key
+    /// (whose retry returns the stored result once a standby has it).
+    NotReplicated,
 }
 
 impl ErrorKind {
@@ -37,6 +42,7 @@ impl ErrorKind {
             ErrorKind::CommitUnknown => "commit_unknown",
             ErrorKind::Database => "database",
             ErrorKind::Config => "config",
+            ErrorKind::NotReplicated => "not_replicated",
         }
     }
 }

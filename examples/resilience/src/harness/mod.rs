@@ -1,11 +1,13 @@
 //! What every case uses: the recorder of its observation ([`recorder`]), the gateway
 //! under test ([`app`]) and an HTTP client for it ([`http`]), replies and the
 //! documented error codes ([`reply`]), database inspection behind the gateway's back
-//! ([`inspect`]), and a background writer ([`writer`]).
+//! ([`inspect`]), background writers ([`writer`]), and clusters a real orchestrator
+//! runs ([`orchestrated`]).
 
 mod app;
 mod http;
 mod inspect;
+mod orchestrated;
 mod recorder;
 mod reply;
 mod writer;
@@ -17,10 +19,13 @@ use tokio::time::Instant;
 
 pub(crate) use app::{App, config, multi_host_url, names};
 pub(crate) use http::Http;
-pub(crate) use inspect::{backends, balances, registry, scalar};
+pub(crate) use inspect::{
+    backends, balances, in_recovery_at, registry, registry_at, scalar, terminate_at,
+};
+pub(crate) use orchestrated::Orchestrated;
 pub(crate) use recorder::Recorder;
 pub(crate) use reply::{Reply, tally};
-pub(crate) use writer::{WriteRecord, Writer, check_writes};
+pub(crate) use writer::{Audit, SERVERS, WriteRecord, Writer, Writers, audit, check_writes};
 
 /// What a case body returns: `Err` when it cannot go on (a server did not start, a
 /// precondition failed); failed checks are recorded and the case goes on.
