@@ -27,12 +27,12 @@ use tracing::instrument::{Instrument, Instrumented};
 use tracing::{Span, debug_span, info_span};
 
 use crate::backoff::draw;
+use crate::connection::PgConnection;
 use crate::error::{Action, AsTxError, Failure, TxError};
 use crate::idempotency::{self, Begin, Key};
 use crate::metrics::Counters;
 use crate::outcome::{self, CommitVerification, Evidence, Probes, Verdict};
 use crate::policy::{CallOptions, Isolation, Policy};
-use crate::connection::PgConnection;
 use crate::pool::{Pool, Pooled};
 use crate::replication;
 use crate::retry::{self, CallTraits, GiveUp, Retry, RetryState};
@@ -366,31 +366,12 @@ impl<'db> Call<'db> {
     }
 
     /// With `replicated`, waits on `conn` (the session that committed, or one on the
-    /// server that has the commit) until a standby of its server has flushed the
-    /// commit: `Err` of kind `NotReplicated` when none did within the bound (or the
-    /// call's deadline, if sooner).
+    /// server that has the commit) until a standby of its server has the commit.
     async fn confirm_replicated(&self, conn: Option<&mut PgConnection>) -> Result<(), TxError> {
         let Some(bound) = self.wants_replicated() else {
             return Ok(());
         };
-        let started = Instant::now();
-        let until = (started + bound).min(self.deadline);
-        let confirmed = match conn {
-            Some(conn) => {
-                replication::wait_for_standby(conn, until, bound)
-                    .instrument(self.attempt_span.clone())
-                    .await
-            }
-            None => Err(replication::lost("the connection was not usable after COMMIT")),
-        };
-        let waited_ms = started.elapsed().as_millis() as u64;
-        match &confirmed {
-            Ok(standby) => tracing::debug!(parent: &self.attempt_span, function = self.name,
-                standby = standby.as_str(), waited_ms, "a standby has the commit"),
-            Err(error) => tracing::warn!(parent: &self.attempt_span, function = self.name,
-                waited_ms, error = %error, "no standby confirmed the commit"),
-        }
-        confirmed.map(drop)
+        replication::confirm(conn, bound, self.deadline, &self.attempt_span, self.name).await
     }
 
     /// How long this attempt may take: the policy's timeout plus a margin for the

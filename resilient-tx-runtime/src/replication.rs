@@ -42,6 +42,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::types::PgLsn;
+use tracing::Instrument as _;
+use tracing::Span;
 
 use crate::classify::{Phase, to_tx_error};
 use crate::connection::PgConnection;
@@ -154,6 +156,37 @@ impl Unconfirmed {
     }
 }
 
+/// Waits, on `conn` (the session that committed, or one on the server that has the
+/// commit), until a standby of its server has flushed the commit: at most `bound`,
+/// and not past the call's `deadline`. `Err` of kind `NotReplicated` when none did;
+/// either outcome is logged under `span`.
+pub(crate) async fn confirm(
+    conn: Option<&mut PgConnection>,
+    bound: Duration,
+    deadline: Instant,
+    span: &Span,
+    function: &'static str,
+) -> Result<(), TxError> {
+    let started = Instant::now();
+    let until = (started + bound).min(deadline);
+    let confirmed = match conn {
+        Some(conn) => {
+            wait_for_standby(conn, until, bound)
+                .instrument(span.clone())
+                .await
+        }
+        None => Err(lost("the connection was not usable after COMMIT")),
+    };
+    let waited_ms = started.elapsed().as_millis() as u64;
+    match &confirmed {
+        Ok(standby) => tracing::debug!(parent: span, function, standby = standby.as_str(),
+            waited_ms, "a standby has the commit"),
+        Err(error) => tracing::warn!(parent: span, function, waited_ms, error = %error,
+            "no standby confirmed the commit"),
+    }
+    confirmed.map(drop)
+}
+
 /// The error of a commit no standby could be asked about: no connection to its server
 /// was usable (`cause`).
 pub(crate) fn lost(cause: &str) -> TxError {
@@ -168,8 +201,9 @@ pub(crate) fn pause(n: u32) -> Duration {
 
 /// Waits, on `conn` (the connection whose transaction just committed), until a
 /// standby of its server has flushed the commit, or `until`: the standby's name, or
-/// the error (kind `NotReplicated`) that says why none did. At least one look is
-/// made, whatever `until` says. `bound` is the wait's length, for the message.
+/// the error (kind `NotReplicated`) that says why none did. Looks go on until `until`,
+/// the last one made as it passes, each allowed a round trip (at least [`MAX_PAUSE`])
+/// past it. `bound` is the wait's length, for the message.
 pub(crate) async fn wait_for_standby(
     conn: &mut PgConnection,
     until: Instant,
@@ -178,11 +212,24 @@ pub(crate) async fn wait_for_standby(
     if conn.is_unusable() {
         return Err(Unconfirmed::Lost("the connection was closed".to_owned()).into_error());
     }
-    // At least long enough for one round trip, however little time is left.
-    let until = until.max(Instant::now() + MAX_PAUSE);
-    let mut probe = Probe { conn, in_flight: false };
+    // Every look may take a round trip, however little time is left.
+    let answer_by = || until.max(Instant::now() + MAX_PAUSE);
+    let mut probe = Probe {
+        conn,
+        in_flight: false,
+    };
     let first = format!("{COMMIT_POSITION}; {STANDBYS}");
-    let messages = probe.query(&first, until).await?;
+    let messages = match probe.query(&first, answer_by()).await {
+        Ok(messages) => messages,
+        Err(Asked::Unanswered) => {
+            return Err(Unconfirmed::Lost(format!(
+                "the primary did not say within {} where the commit's WAL ends",
+                crate::classify::human(bound)
+            ))
+            .into_error());
+        }
+        Err(Asked::Failed(cause)) => return Err(Unconfirmed::Lost(cause).into_error()),
+    };
     let (commit, permitted, standbys) = parse_first(&messages)?;
     if !permitted {
         return Err(Unconfirmed::NotPermitted.into_error());
@@ -192,12 +239,18 @@ pub(crate) async fn wait_for_standby(
         if let Look::Confirmed(name) = look(commit, &seen) {
             return Ok(name);
         }
-        let next = Instant::now() + pause(n);
-        if next >= until {
+        let now = Instant::now();
+        if now >= until {
             break;
         }
-        tokio::time::sleep_until(next).await;
-        seen = standbys_in(&probe.query(STANDBYS, until).await?)?;
+        // The last look is made as the bound passes.
+        tokio::time::sleep_until((now + pause(n)).min(until)).await;
+        seen = match probe.query(STANDBYS, answer_by()).await {
+            Ok(messages) => standbys_in(&messages)?,
+            // The bound passed while the primary was being asked: what it said last.
+            Err(Asked::Unanswered) => break,
+            Err(Asked::Failed(cause)) => return Err(Unconfirmed::Lost(cause).into_error()),
+        };
     }
     Err(Unconfirmed::InTime {
         bound,
@@ -214,7 +267,9 @@ fn parse_first(messages: &[SimpleQueryMessage]) -> Result<(PgLsn, bool, Vec<Stan
         SimpleQueryMessage::Row(row) => Some(row),
         _ => None,
     });
-    let position = rows.next().ok_or_else(|| unexpected("no row for the commit's position"))?;
+    let position = rows
+        .next()
+        .ok_or_else(|| unexpected("no row for the commit's position"))?;
     let commit = position
         .get(0)
         .and_then(|text| text.parse::<PgLsn>().ok())
@@ -260,18 +315,28 @@ struct Probe<'c> {
     in_flight: bool,
 }
 
+/// Why a question to the primary got no answer.
+enum Asked {
+    /// The bound passed first.
+    Unanswered,
+    /// The connection or the statement failed (the cause).
+    Failed(String),
+}
+
 impl Probe<'_> {
-    async fn query(&mut self, sql: &str, until: Instant) -> Result<Vec<SimpleQueryMessage>, TxError> {
+    async fn query(&mut self, sql: &str, until: Instant) -> Result<Vec<SimpleQueryMessage>, Asked> {
         self.in_flight = true;
         let result = tokio::time::timeout_at(until, self.conn.client.simple_query(sql)).await;
         self.in_flight = false;
-        let cause = match result {
+        let asked = match result {
             Ok(Ok(messages)) => return Ok(messages),
-            Ok(Err(error)) => to_tx_error(error, Phase::Statement).message().to_owned(),
-            Err(_) => "the server did not answer in time".to_owned(),
+            Ok(Err(error)) => {
+                Asked::Failed(to_tx_error(error, Phase::Statement).message().to_owned())
+            }
+            Err(_) => Asked::Unanswered,
         };
         self.conn.condemn();
-        Err(Unconfirmed::Lost(cause).into_error())
+        Err(asked)
     }
 }
 
@@ -308,10 +373,7 @@ mod tests {
             look(commit, &[behind.clone(), at]),
             Look::Confirmed("node2".to_owned())
         );
-        assert_eq!(
-            look(commit, &[beyond]),
-            Look::Confirmed("node3".to_owned())
-        );
+        assert_eq!(look(commit, &[beyond]), Look::Confirmed("node3".to_owned()));
         assert_eq!(
             look(commit, std::slice::from_ref(&behind)),
             Look::NotYet(vec![behind])

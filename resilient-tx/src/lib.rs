@@ -201,6 +201,7 @@
 //! | `CommitUnknown` | the transaction may or may not have been applied | retry with the same idempotency key, or check the data |
 //! | `Database` | the server rejected the work for a reason retrying cannot fix | fix the input (a constraint) or the code |
 //! | `Config` | the configuration is invalid, e.g. a malformed URL | fix the configuration |
+//! | `NotReplicated` | committed on the primary, but no standby confirmed it within `replicated` | repeat with the same idempotency key later (the stored result comes back once a standby has it); never re-run without one |
 //!
 //! `ErrorKind` is `#[non_exhaustive]`: a `match` needs a `_` arm. A sketch of an HTTP
 //! mapping, free of any web framework:

@@ -26,7 +26,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use resilience::{Case, Event, ExpectedLogs, Orchestrator, Replication, Scenario, Topology};
 use resilient_tx_testkit::PgCluster;
@@ -43,7 +43,10 @@ usage: resilience [--list] [--html FILE] [--jobs N] [--topology T [--event E] [-
       the matrix's own hand-promoted replica; an orchestrator runs FO-01 and FO-03 only)
   --event switchover|kill|both (default both); --runs N: each event N times (default 1)
   --replication sync|async|async-waited: Patroni's replication (default sync); async-waited
-      makes the writes wait for a standby (replicated)";
+      makes the writes wait for a standby (replicated)
+  --writers N: keyed writers per gateway (default 4); --pace MS: pause after each (default 20)
+  --deadline S: the gateways' deadline (default 10, 15 for a kill); --lag MS: the standby's WAL
+      receiver stopped this long before a kill (a standby that far behind)";
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -55,15 +58,29 @@ struct Args {
     events: Option<Vec<Event>>,
     replication: Option<Replication>,
     runs: Option<usize>,
+    writers: Option<usize>,
+    pace: Option<u64>,
+    deadline: Option<u64>,
+    lag: Option<u64>,
 }
 
 impl Args {
     /// The scenarios an orchestrator topology asks for (none for the matrix's own).
     fn scenarios(&self) -> Result<Vec<Scenario>, String> {
         let Some(orchestrator) = self.topology.orchestrator() else {
-            if self.events.is_some() || self.replication.is_some() || self.runs.is_some() {
+            let asked = [
+                self.events.is_some(),
+                self.replication.is_some(),
+                self.runs.is_some(),
+                self.writers.is_some(),
+                self.pace.is_some(),
+                self.deadline.is_some(),
+                self.lag.is_some(),
+            ];
+            if asked.contains(&true) {
                 return Err(
-                    "--event, --replication and --runs need --topology patroni or auto-failover"
+                    "--event, --replication, --runs, --writers, --pace, --deadline and \
+                            --lag need --topology patroni or auto-failover"
                         .to_owned(),
                 );
             }
@@ -91,12 +108,27 @@ impl Args {
             .events
             .clone()
             .unwrap_or_else(|| vec![Event::Switchover, Event::Kill]);
+        if self.lag.is_some() && !events.contains(&Event::Kill) {
+            return Err(
+                "--lag is for --event kill: a switchover lets the standby catch up".to_owned(),
+            );
+        }
         let mut scenarios = Vec::new();
         for event in events {
             for _ in 0..self.runs.unwrap_or(1) {
                 let mut scenario = Scenario::new(orchestrator, event, replication);
                 // FO-03 goes on from FO-01's failover: it runs unless only FO-01 is asked.
                 scenario.old_primary_returns = self.cases != [Case::Fo01];
+                if let Some(writers) = self.writers {
+                    scenario.writers = writers;
+                }
+                if let Some(pace) = self.pace {
+                    scenario.pause = Duration::from_millis(pace);
+                }
+                if let Some(deadline) = self.deadline {
+                    scenario.deadline = Duration::from_secs(deadline);
+                }
+                scenario.standby_lag = self.lag.map(Duration::from_millis);
                 scenarios.push(scenario);
             }
         }
@@ -121,6 +153,10 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, Exit> {
         events: None,
         replication: None,
         runs: None,
+        writers: None,
+        pace: None,
+        deadline: None,
+        lag: None,
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -171,7 +207,43 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, Exit> {
             },
             "--runs" => match args.next().and_then(|n| n.parse::<usize>().ok()) {
                 Some(n) if (1..=100).contains(&n) => parsed.runs = Some(n),
-                _ => return Err(Exit::Usage("--runs needs a number from 1 to 100".to_owned())),
+                _ => {
+                    return Err(Exit::Usage(
+                        "--runs needs a number from 1 to 100".to_owned(),
+                    ));
+                }
+            },
+            "--writers" => match args.next().and_then(|n| n.parse::<usize>().ok()) {
+                Some(n) if (1..=64).contains(&n) => parsed.writers = Some(n),
+                _ => {
+                    return Err(Exit::Usage(
+                        "--writers needs a number from 1 to 64".to_owned(),
+                    ));
+                }
+            },
+            "--deadline" => match args.next().and_then(|n| n.parse::<u64>().ok()) {
+                Some(s) if (1..=120).contains(&s) => parsed.deadline = Some(s),
+                _ => {
+                    return Err(Exit::Usage(
+                        "--deadline needs seconds from 1 to 120".to_owned(),
+                    ));
+                }
+            },
+            "--lag" => match args.next().and_then(|n| n.parse::<u64>().ok()) {
+                Some(ms) if (1..=10_000).contains(&ms) => parsed.lag = Some(ms),
+                _ => {
+                    return Err(Exit::Usage(
+                        "--lag needs milliseconds from 1 to 10000".to_owned(),
+                    ));
+                }
+            },
+            "--pace" => match args.next().and_then(|n| n.parse::<u64>().ok()) {
+                Some(ms) if ms <= 10_000 => parsed.pace = Some(ms),
+                _ => {
+                    return Err(Exit::Usage(
+                        "--pace needs milliseconds from 0 to 10000".to_owned(),
+                    ));
+                }
             },
             id => match Case::from_id(id) {
                 Some(case) => parsed.cases.push(case),
@@ -290,4 +362,77 @@ async fn preflight() -> Result<(), Box<dyn std::error::Error>> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Result<(Args, Vec<Scenario>), String> {
+        match parse_args(line.split_whitespace().map(str::to_owned)) {
+            Ok(args) => {
+                let scenarios = args.scenarios()?;
+                Ok((args, scenarios))
+            }
+            Err(Exit::Usage(problem)) => Err(problem),
+            Err(Exit::Done) => Err("done".to_owned()),
+        }
+    }
+
+    #[test]
+    fn the_matrix_runs_by_default_and_an_orchestrator_runs_both_events() {
+        let (matrix, scenarios) = args("").expect("valid");
+        assert_eq!(matrix.cases, Case::ALL);
+        assert!(scenarios.is_empty());
+
+        let (_, scenarios) = args("--topology patroni").expect("valid");
+        let events: Vec<Event> = scenarios.iter().map(|s| s.event).collect();
+        assert_eq!(events, [Event::Switchover, Event::Kill]);
+        assert!(scenarios.iter().all(|s| s.old_primary_returns
+            && s.replication == Replication::Synchronous
+            && s.routes.len() == 2));
+
+        let (_, scenarios) = args(
+            "--topology patroni --replication async --event kill --runs 3 --writers 8 \
+                  --pace 0 FO-01",
+        )
+        .expect("valid");
+        assert_eq!(scenarios.len(), 3);
+        assert!(scenarios.iter().all(|s| s.event == Event::Kill
+            && !s.old_primary_returns
+            && s.writers == 8
+            && s.pause.is_zero()));
+
+        let (_, scenarios) = args("--topology auto-failover --event switchover").expect("valid");
+        assert_eq!(scenarios.len(), 1);
+        assert_eq!(scenarios[0].routes.len(), 1);
+    }
+
+    #[test]
+    fn impossible_combinations_say_what_is_wrong() {
+        for (line, expected) in [
+            ("--event kill", "need --topology"),
+            (
+                "--topology patroni CL-01",
+                "only FO-01 and FO-03 run, not CL-01",
+            ),
+            (
+                "--topology auto-failover --replication async",
+                "--replication is for Patroni",
+            ),
+            ("--topology swarm", "--topology needs"),
+            ("--topology patroni --event sometimes", "--event needs"),
+            ("--topology patroni --runs 0", "--runs needs"),
+        ] {
+            let problem = args(line).err().unwrap_or_default();
+            assert!(problem.contains(expected), "{line}: {problem:?}");
+        }
+    }
+
+    #[test]
+    fn the_usage_fits_in_100_columns() {
+        for line in USAGE.lines() {
+            assert!(line.chars().count() <= 100, "{line}");
+        }
+    }
 }

@@ -2,15 +2,15 @@
 //! whose cases share one cluster, within [`SCENARIO_LIMIT`]), a panic or a timeout
 //! turned into a failed observation, progress on stderr when asked for.
 
+use std::sync::Mutex;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::case::Case;
 use crate::cases::{connection_loss, failover, orchestrated, pool, transactions};
-use crate::harness::{self, Recorder};
+use crate::harness::{self, Phases, Recorder};
 use crate::observation::Observation;
 use crate::progress::progress_on;
 use crate::text::secs;
@@ -70,65 +70,6 @@ where
     observation
 }
 
-/// The cases of one scenario, begun one after the other on the same cluster; each
-/// observation's time runs from its beginning to the next one's.
-#[derive(Debug, Clone)]
-pub(crate) struct Phases {
-    variant: String,
-    begun: Arc<Mutex<Vec<Recorder>>>,
-}
-
-impl Phases {
-    fn new(variant: String) -> Self {
-        Phases {
-            variant,
-            begun: Arc::default(),
-        }
-    }
-
-    fn begun(&self) -> std::sync::MutexGuard<'_, Vec<Recorder>> {
-        self.begun.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Begins `case`: its recorder, whose clock starts now.
-    pub(crate) fn begin(&self, case: Case) -> Recorder {
-        if progress_on() {
-            eprintln!("▶ {case} ({})", self.variant);
-        }
-        let rec = Recorder::new(case, Instant::now()).with_variant(self.variant.clone());
-        self.begun().push(rec.clone());
-        rec
-    }
-
-    /// The case begun last (FO-01's, begun now, if none was).
-    fn current(&self) -> Recorder {
-        if let Some(rec) = self.begun().last() {
-            return rec.clone();
-        }
-        self.begin(Case::Fo01)
-    }
-
-    fn finish(&self) -> Vec<Observation> {
-        let begun = self.begun().clone();
-        let ends: Vec<Instant> = begun
-            .iter()
-            .skip(1)
-            .map(Recorder::started)
-            .chain(std::iter::once(Instant::now()))
-            .collect();
-        begun
-            .iter()
-            .zip(ends)
-            .map(|(rec, end)| {
-                let mut observation = rec.finish();
-                observation.elapsed = end - rec.started();
-                print_outcome(&observation);
-                observation
-            })
-            .collect()
-    }
-}
-
 /// Runs `scenario` within [`SCENARIO_LIMIT`]: FO-01 under its orchestrator, then FO-03
 /// if it asks for it, on one cluster; one observation per case begun.
 pub async fn run_scenario(scenario: Scenario) -> Vec<Observation> {
@@ -140,7 +81,9 @@ pub async fn run_scenario(scenario: Scenario) -> Vec<Observation> {
     if let Some(error) = supervise(SCENARIO_LIMIT, body).await {
         phases.current().error(error);
     }
-    phases.finish()
+    let observations = phases.finish();
+    observations.iter().for_each(print_outcome);
+    observations
 }
 
 /// Runs `body` on a task of its own within `limit`: `None` when it ended well, else

@@ -4,6 +4,7 @@
 //! primary, and how the cluster replicates. A [`Scenario`] is one such run.
 
 use std::fmt;
+use std::time::Duration;
 
 /// Which servers FO-01 and FO-03 fail over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -201,6 +202,16 @@ pub struct Scenario {
     pub routes: Vec<Route>,
     /// Go on with FO-03 after FO-01.
     pub old_primary_returns: bool,
+    /// Keyed writers per gateway.
+    pub writers: usize,
+    /// How long each writer pauses after a write (0: back to back, the most writes in
+    /// flight when the primary fails).
+    pub pause: Duration,
+    /// The gateways' deadline per call.
+    pub deadline: Duration,
+    /// Before a kill, the standby's WAL receiver is stopped for this long (a standby
+    /// that far behind); the kill follows, and the receiver runs again after it.
+    pub standby_lag: Option<Duration>,
 }
 
 impl Scenario {
@@ -213,6 +224,23 @@ impl Scenario {
             replication,
             routes: orchestrator.routes().to_vec(),
             old_primary_returns: true,
+            writers: 4,
+            pause: Duration::from_millis(20),
+            deadline: Scenario::deadline_for(event),
+            standby_lag: None,
+        }
+    }
+
+    /// The gateways' deadline for `event`: 10 s for a switchover. 15 s for an unplanned
+    /// failover: with 10 s, Patroni's outage of about 20 s (the leader lock's time to
+    /// live) ends right where the writers' second calls reach their deadlines (2 × 10 s
+    /// plus the client's 200 ms pause), and a call whose deadline runs out in the
+    /// attempt that starts as the new primary comes up answers 504 `timeout` instead of
+    /// 503 (see the README's known limits; `--deadline 10` shows it).
+    pub fn deadline_for(event: Event) -> Duration {
+        match event {
+            Event::Switchover => Duration::from_secs(10),
+            Event::Kill => Duration::from_secs(15),
         }
     }
 
@@ -250,6 +278,26 @@ impl Scenario {
             self.routes_label()
         )
     }
+
+    /// The load in words: `4 keyed writers per gateway, 20 ms apart`.
+    pub fn load_label(&self) -> String {
+        let pace = if self.pause.is_zero() {
+            "back to back".to_owned()
+        } else {
+            format!("{} ms apart", self.pause.as_millis())
+        };
+        let lag = match self.standby_lag {
+            Some(lag) if self.event == Event::Kill => {
+                format!("; the standby {} ms behind at the kill", lag.as_millis())
+            }
+            _ => String::new(),
+        };
+        format!(
+            "{} keyed writers per gateway, {pace}; gateway deadline {} s{lag}",
+            self.writers,
+            self.deadline.as_secs_f64()
+        )
+    }
 }
 
 #[cfg(test)]
@@ -269,18 +317,17 @@ mod tests {
             Replication::Asynchronous,
             Replication::Waited,
         ] {
-            assert_eq!(Replication::from_flag(replication.flag()), Some(replication));
+            assert_eq!(
+                Replication::from_flag(replication.flag()),
+                Some(replication)
+            );
         }
         assert_eq!(Topology::from_flag("kubernetes"), None);
     }
 
     #[test]
     fn a_scenario_takes_every_route_its_orchestrator_offers() {
-        let patroni = Scenario::new(
-            Orchestrator::Patroni,
-            Event::Kill,
-            Replication::Synchronous,
-        );
+        let patroni = Scenario::new(Orchestrator::Patroni, Event::Kill, Replication::Synchronous);
         assert_eq!(patroni.routes, [Route::Proxy, Route::MultiHost]);
         assert_eq!(
             patroni.label(),

@@ -9,6 +9,7 @@ mod connection_loss;
 mod failover;
 mod health;
 mod idempotency;
+mod replicated;
 mod safety;
 mod statements;
 mod verification;

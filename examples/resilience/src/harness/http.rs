@@ -169,6 +169,7 @@ async fn exchange(request: reqwest::RequestBuilder, started: Instant) -> Reply {
         body,
         retry_after,
         elapsed: started.elapsed(),
+        ended: Instant::now(),
         transport_error: None,
     }
 }

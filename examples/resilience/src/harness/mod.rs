@@ -1,13 +1,14 @@
 //! What every case uses: the recorder of its observation ([`recorder`]), the gateway
 //! under test ([`app`]) and an HTTP client for it ([`http`]), replies and the
 //! documented error codes ([`reply`]), database inspection behind the gateway's back
-//! ([`inspect`]), background writers ([`writer`]), and clusters a real orchestrator
-//! runs ([`orchestrated`]).
+//! ([`inspect`]), background writers ([`writer`]), clusters a real orchestrator runs
+//! ([`orchestrated`]), and the cases of a scenario on one cluster ([`phases`]).
 
 mod app;
 mod http;
 mod inspect;
 mod orchestrated;
+mod phases;
 mod recorder;
 mod reply;
 mod writer;
@@ -23,6 +24,7 @@ pub(crate) use inspect::{
     backends, balances, in_recovery_at, registry, registry_at, scalar, terminate_at,
 };
 pub(crate) use orchestrated::Orchestrated;
+pub(crate) use phases::Phases;
 pub(crate) use recorder::Recorder;
 pub(crate) use reply::{Reply, tally};
 pub(crate) use writer::{Audit, SERVERS, WriteRecord, Writer, Writers, audit, check_writes};

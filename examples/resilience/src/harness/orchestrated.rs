@@ -4,10 +4,13 @@
 //! instant a route to the primary took a real write.
 
 use std::io;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use resilient_tx_testkit::{AutoFailoverFormation, Killed, PatroniCluster, Via};
 
+use super::inspect::connect;
+use super::{CaseError, stop};
 use crate::topology::{Orchestrator, Replication, Route};
 
 /// Nodes of every cluster the scenarios start: a primary and one standby, the
@@ -37,7 +40,10 @@ impl Orchestrated {
                     .await?,
             ),
             Orchestrator::AutoFailover => Orchestrated::AutoFailover(
-                AutoFailoverFormation::builder().nodes(NODES).start().await?,
+                AutoFailoverFormation::builder()
+                    .nodes(NODES)
+                    .start()
+                    .await?,
             ),
         })
     }
@@ -116,7 +122,11 @@ impl Orchestrated {
     }
 
     /// The instant a write on a connection of its own, through `route`, committed.
-    pub(crate) async fn wait_writable(&self, route: Route, timeout: Duration) -> io::Result<Instant> {
+    pub(crate) async fn wait_writable(
+        &self,
+        route: Route,
+        timeout: Duration,
+    ) -> io::Result<Instant> {
         let via = match route {
             Route::Proxy => Via::Proxy,
             Route::MultiHost => Via::MultiHost,
@@ -125,10 +135,60 @@ impl Orchestrated {
     }
 
     /// The instant a write through `via` committed.
-    pub(crate) async fn wait_writable_via(&self, via: Via, timeout: Duration) -> io::Result<Instant> {
+    pub(crate) async fn wait_writable_via(
+        &self,
+        via: Via,
+        timeout: Duration,
+    ) -> io::Result<Instant> {
         match self {
             Orchestrated::Patroni(c) => c.wait_writable(via, timeout).await,
             Orchestrated::AutoFailover(f) => f.wait_writable(via, timeout).await,
         }
+    }
+}
+
+impl Orchestrated {
+    /// Stops node `index`'s WAL receiver (SIGSTOP) until the returned guard is dropped:
+    /// the standby stays up and answers, but receives nothing more, like a standby
+    /// on a slow link falling behind.
+    pub(crate) async fn freeze_receiver(&self, index: usize) -> Result<FrozenReceiver, CaseError> {
+        let client = connect(&self.node_url(index)).await?;
+        let row = client
+            .query_opt("SELECT pid FROM pg_stat_wal_receiver", &[])
+            .await?
+            .ok_or_else(|| stop(format!("node {index} has no WAL receiver: not a standby?")))?;
+        let pid: i32 = row.try_get(0)?;
+        signal(pid, "STOP")?;
+        Ok(FrozenReceiver { pid })
+    }
+}
+
+/// A standby's WAL receiver stopped by [`Orchestrated::freeze_receiver`]; it runs again
+/// when this is dropped.
+#[derive(Debug)]
+pub(crate) struct FrozenReceiver {
+    pid: i32,
+}
+
+impl Drop for FrozenReceiver {
+    fn drop(&mut self) {
+        if let Err(error) = signal(self.pid, "CONT") {
+            tracing::warn!(%error, pid = self.pid, "could not let the WAL receiver run again");
+        }
+    }
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to `pid` with kill(1).
+fn signal(pid: i32, signal: &str) -> io::Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "kill -{signal} {pid} failed: {status}"
+        )))
     }
 }

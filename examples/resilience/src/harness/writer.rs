@@ -60,19 +60,23 @@ pub(crate) struct Writer {
 /// Where a [`Writer`] creates its servers: `POST /api/servers`.
 pub(crate) const SERVERS: &str = "/api/servers";
 
+/// How long a [`Writer`] pauses after each write, unless told otherwise.
+pub(crate) const PAUSE: Duration = Duration::from_millis(20);
+
 impl Writer {
     pub(crate) fn start(http: Http, prefix: &str, keyed: bool, client_retries: u32) -> Writer {
-        Writer::start_at(http, SERVERS, prefix, keyed, client_retries)
+        Writer::start_at(http, SERVERS, prefix, keyed, client_retries, PAUSE)
     }
 
     /// A writer that POSTs its creates to `path` (the registry's route, or a test
-    /// route that creates servers the same way).
+    /// route that creates servers the same way), pausing `pause` after each.
     pub(crate) fn start_at(
         http: Http,
         path: &'static str,
         prefix: &str,
         keyed: bool,
         client_retries: u32,
+        pause: Duration,
     ) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(AtomicUsize::new(0));
@@ -111,7 +115,7 @@ impl Writer {
                         acked.fetch_add(1, Ordering::Relaxed);
                     }
                     records.push(record);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(pause).await;
                 }
                 records
             })
@@ -161,7 +165,11 @@ pub(crate) struct Audit {
 }
 
 /// Sets `records` against `registry` (rows by name: id).
-pub(crate) fn audit(records: &[WriteRecord], registry: &HashMap<String, i64>, keyed: bool) -> Audit {
+pub(crate) fn audit(
+    records: &[WriteRecord],
+    registry: &HashMap<String, i64>,
+    keyed: bool,
+) -> Audit {
     let mut audit = Audit::default();
     for record in records {
         match record.id() {
@@ -251,13 +259,15 @@ pub(crate) struct Writers {
 
 impl Writers {
     /// `n` keyed writers POSTing to `path`, named `<prefix>-<i>-<n>`, each repeating a
-    /// write after a retryable answer up to `client_retries` times.
+    /// write after a retryable answer up to `client_retries` times and pausing `pause`
+    /// after each write.
     pub(crate) fn start(
         http: &Http,
         path: &'static str,
         prefix: &str,
         n: usize,
         client_retries: u32,
+        pause: Duration,
     ) -> Writers {
         let writers = (1..=n)
             .map(|i| {
@@ -267,6 +277,7 @@ impl Writers {
                     &format!("{prefix}-{i}"),
                     true,
                     client_retries,
+                    pause,
                 )
             })
             .collect();
