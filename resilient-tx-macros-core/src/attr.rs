@@ -17,7 +17,7 @@ use crate::duration::{self, DurationLit};
 use crate::errors::Errors;
 
 /// Every option, in the order the documentation lists them.
-pub(crate) const KEYS: [&str; 11] = [
+pub(crate) const KEYS: [&str; 13] = [
     "retries",
     "isolation",
     "read_only",
@@ -26,6 +26,8 @@ pub(crate) const KEYS: [&str; 11] = [
     "backoff_base",
     "backoff_max",
     "idempotency_key",
+    "key_scope",
+    "key_fingerprint",
     "idempotent",
     "replicated",
     "crate",
@@ -81,6 +83,11 @@ pub(crate) struct Args {
     pub(crate) backoff_max: Option<DurationLit>,
     /// `idempotency_key = <expr>`
     pub(crate) idempotency_key: Option<Expr>,
+    /// `key_scope = "..."`: where keys are unique, in place of the function's path.
+    pub(crate) key_scope: Option<LitStr>,
+    /// `key_fingerprint = <expr>`: what identifies a request, in place of the
+    /// parameters.
+    pub(crate) key_fingerprint: Option<Expr>,
     /// `idempotent`
     pub(crate) idempotent: bool,
     /// `replicated = "..."`
@@ -109,6 +116,8 @@ impl Args {
             backoff_base: None,
             backoff_max: None,
             idempotency_key: None,
+            key_scope: None,
+            key_fingerprint: None,
             idempotent: false,
             replicated: None,
         }
@@ -143,6 +152,8 @@ struct RawArgs {
     backoff_base: Option<DurationLit>,
     backoff_max: Option<DurationLit>,
     idempotency_key: Option<Expr>,
+    key_scope: Option<LitStr>,
+    key_fingerprint: Option<Expr>,
     replicated: Option<DurationLit>,
     errors: Errors,
 }
@@ -212,6 +223,8 @@ impl RawArgs {
             "backoff_base" => self.backoff_base = errors.ok(duration(key, &value)),
             "backoff_max" => self.backoff_max = errors.ok(duration(key, &value)),
             "idempotency_key" => self.idempotency_key = Some(value),
+            "key_scope" => self.key_scope = errors.ok(key_scope(&value)),
+            "key_fingerprint" => self.key_fingerprint = Some(value),
             "replicated" => self.replicated = errors.ok(positive_duration(key, &value)),
             "crate" => self.krate = errors.ok(crate_path(&value)),
             // Flags carry no value; `option` handles them.
@@ -251,6 +264,18 @@ impl RawArgs {
                 "`replicated` has no effect with `read_only`: a read-only transaction commits nothing for a standby to receive; remove `replicated`",
             );
         }
+        if idempotency_key.is_none() {
+            for key in ["key_scope", "key_fingerprint"] {
+                if let Some(span) = span(key) {
+                    errors.at(
+                        span,
+                        format!(
+                            "`{key}` belongs to an idempotency key: add `idempotency_key = <expr>`, or remove `{key}`"
+                        ),
+                    );
+                }
+            }
+        }
         if let (Some(base), Some(max)) = (&self.backoff_base, &self.backoff_max) {
             if base.millis > max.millis {
                 errors.at(
@@ -277,6 +302,8 @@ impl RawArgs {
                 backoff_base: self.backoff_base,
                 backoff_max: self.backoff_max,
                 idempotency_key: self.idempotency_key,
+                key_scope: self.key_scope,
+                key_fingerprint: self.key_fingerprint,
                 idempotent: idempotent.is_some(),
                 replicated: self.replicated,
             }),
@@ -306,6 +333,8 @@ fn example(key: &str) -> &'static str {
         "backoff_base" => "\"20ms\"",
         "backoff_max" => "\"2s\"",
         "idempotency_key" => "request_id",
+        "key_scope" => "\"billing::refunds::create\"",
+        "key_fingerprint" => "(&order.items, order.total)",
         "replicated" => "\"2s\"",
         "crate" => "\"::resilient_tx\"",
         _ => "...",
@@ -426,6 +455,23 @@ fn positive_duration(key: &str, value: &Expr) -> syn::Result<DurationLit> {
         ));
     }
     Ok(parsed)
+}
+
+/// `key_scope = "..."`: a non-empty string.
+fn key_scope(value: &Expr) -> syn::Result<LitStr> {
+    let hint = "`key_scope` expects the scope in a string, e.g. `key_scope = \"billing::refunds::create\"`";
+    match value {
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Str(s), ..
+        }) if s.value().trim().is_empty() => Err(syn::Error::new(
+            s.span(),
+            "`key_scope` cannot be empty: it keeps this function's keys apart from every other function's",
+        )),
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Str(s), ..
+        }) => Ok(s.clone()),
+        _ => Err(syn::Error::new_spanned(value, hint)),
+    }
 }
 
 /// `crate = "path"`.

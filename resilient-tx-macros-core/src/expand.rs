@@ -85,10 +85,10 @@ fn generate(func: &ItemFn, analysis: &Analysis, args: &Args) -> TokenStream {
         }
         _ => None,
     };
-    let with_key = args.idempotency_key.as_ref().map(|key| {
-        let key = borrow(key);
-        quote!(.with_idempotency_key(#key))
-    });
+    let with_key = args
+        .idempotency_key
+        .as_ref()
+        .map(|key| keyed_call(key, args, analysis, &private));
     let keyed = args.idempotency_key.is_some();
     let begin = begin(keyed, &private, convert, blame);
     let end = Ident::new(if keyed { "end_keyed" } else { "end" }, blame);
@@ -192,8 +192,64 @@ fn options(func: &ItemFn, args: &Args) -> TokenStream {
     }
 }
 
+/// What a keyed call adds to its `Call`: the key, its scope where the function's path
+/// is not enough, and the fingerprint of the arguments.
+fn keyed_call(key: &Expr, args: &Args, analysis: &Analysis, private: &TokenStream) -> TokenStream {
+    let borrowed = borrow(key);
+    // A method's path is its module's and its name: two types of one module would
+    // share keys. Generated code can name the impl's type even though the attribute
+    // cannot see the impl. A function that never mentions `Self` may be free or
+    // associated; it keeps its module path unless `key_scope` says otherwise.
+    let scope = match &args.key_scope {
+        Some(scope) => quote!(.key_scope(#scope)),
+        None if analysis.in_place => quote!(.key_scope_of::<Self>()),
+        None => TokenStream::new(),
+    };
+    let fingerprint = fingerprint(key, args, analysis, private);
+    quote!(.with_idempotency_key(#borrowed) #scope #fingerprint)
+}
+
+/// `.key_fingerprint(…)`: `key_fingerprint`'s value, or else every parameter but the
+/// transaction and the key itself, each counted only if its type is `Serialize`
+/// (autoref specialization: `SerializedArg` applies to the value, `UnserializedArg`
+/// only to a reference to it). Nothing when there is no such parameter.
+fn fingerprint(key: &Expr, args: &Args, analysis: &Analysis, private: &TokenStream) -> TokenStream {
+    if let Some(value) = &args.key_fingerprint {
+        let value = borrow(value);
+        return quote!(.key_fingerprint(#private::Fingerprint::of(#value)));
+    }
+    let key_param = match key {
+        Expr::Path(path) if path.qself.is_none() => path.path.get_ident(),
+        _ => None,
+    };
+    let adds: Vec<TokenStream> = analysis
+        .params
+        .iter()
+        .filter(|param| param.pass != PassBy::Tx && Some(&param.name) != key_param)
+        .map(|param| {
+            let name = &param.name;
+            let label = Literal::string(&name.to_string());
+            quote! {
+                (&#private::FingerprintArg(#label, &#name)).add_to(&mut __rtx_fingerprint);
+            }
+        })
+        .collect();
+    if adds.is_empty() {
+        return TokenStream::new();
+    }
+    quote! {
+        .key_fingerprint({
+            #[allow(unused_imports)]
+            use #private::{SerializedArg as _, UnserializedArg as _};
+            let mut __rtx_fingerprint = #private::Fingerprint::new();
+            #(#adds)*
+            __rtx_fingerprint
+        })
+    }
+}
+
 /// `&key`, parenthesised unless the key is a single term. Spanned on the key, so a key
-/// that is not `Display` is reported there.
+/// that is not `Display` (or a fingerprint that is not `Serialize`) is reported there.
 fn borrow(key: &Expr) -> TokenStream {
     let span = key.span();
     match key {
@@ -203,7 +259,9 @@ fn borrow(key: &Expr) -> TokenStream {
         | Expr::Call(_)
         | Expr::Macro(_)
         | Expr::Lit(_)
-        | Expr::Paren(_) => quote_spanned!(span=> &#key),
+        | Expr::Paren(_)
+        | Expr::Tuple(_)
+        | Expr::Reference(_) => quote_spanned!(span=> &#key),
         _ => quote_spanned!(span=> &(#key)),
     }
 }

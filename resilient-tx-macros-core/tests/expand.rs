@@ -179,6 +179,46 @@ fn idempotency_key_expression() {
 }
 
 #[test]
+fn keyed_method_is_scoped_by_its_type() {
+    assert_expansion!(
+        quote!(idempotency_key = key),
+        quote! {
+            async fn create(&self, tx: &mut Tx<'_>, key: &str, amount: i64) -> Result<i64, TxError> {
+                Ok(tx.query_one(&self.insert_sql, &[&amount]).await?.get(0))
+            }
+        },
+    );
+}
+
+#[test]
+fn keyed_function_with_its_own_scope_and_fingerprint() {
+    assert_expansion!(
+        quote!(
+            idempotency_key = key,
+            key_scope = "billing::refunds::create",
+            key_fingerprint = (&refund.order, refund.cents)
+        ),
+        quote! {
+            async fn create(tx: &mut Tx<'_>, key: &str, refund: &Refund, note: &str) -> Result<i64, TxError> {
+                Ok(tx.query_one("INSERT INTO refunds(note) VALUES ($1) RETURNING id", &[&note]).await?.get(0))
+            }
+        },
+    );
+}
+
+#[test]
+fn keyed_function_with_only_its_key_has_no_fingerprint() {
+    assert_expansion!(
+        quote!(idempotency_key = key),
+        quote! {
+            async fn touch(tx: &mut Tx<'_>, key: &str) -> Result<(), TxError> {
+                tx.batch_execute("SELECT 1").await
+            }
+        },
+    );
+}
+
+#[test]
 fn crate_path() {
     assert_expansion!(
         quote!(crate = "my_platform::db", deadline = "10s"),

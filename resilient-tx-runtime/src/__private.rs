@@ -2,7 +2,7 @@
 //! it as `resilient_tx::__private`, hidden from docs.
 
 pub use crate::call::Call;
-pub use crate::idempotency::Begin;
+pub use crate::idempotency::{Begin, Fingerprint, FingerprintArg, SerializedArg, UnserializedArg};
 pub use crate::policy::{CallOptions, Isolation};
 pub use crate::shared::DbRef;
 pub use core::time::Duration;

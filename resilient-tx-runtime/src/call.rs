@@ -29,8 +29,9 @@ use tracing::{Span, debug_span, info_span};
 use crate::backoff::draw;
 use crate::connection::PgConnection;
 use crate::error::{Action, AsTxError, Failure, TxError};
-use crate::idempotency::{self, Begin, Key};
-use crate::metrics::Counters;
+use crate::idempotency::{self, Begin, CallKey, Fingerprint, Key};
+use crate::metrics::names::APPLICATION_ERROR;
+use crate::metrics::{CallClock, Counters};
 use crate::outcome::{self, CommitVerification, Evidence, Probes, Verdict};
 use crate::policy::{CallOptions, Isolation, Policy};
 use crate::pool::{Pool, Pooled};
@@ -62,11 +63,13 @@ pub struct Call<'db> {
     retry: RetryState,
     span: Span,
     attempt_span: Span,
-    key: Option<String>,
+    key: Option<CallKey>,
     /// How this call verifies an ambiguous COMMIT (decided once the key is known).
     verification: CommitVerification,
     /// The current attempt runs on the replica.
     on_replica: bool,
+    /// The call's and the attempt's durations, for the metrics.
+    clock: CallClock,
 }
 
 impl<'db> Call<'db> {
@@ -99,12 +102,39 @@ impl<'db> Call<'db> {
             key: None,
             verification: CommitVerification::Off,
             on_replica: false,
+            clock: CallClock::new(name),
         }
     }
 
     /// Makes this a keyed call: it takes effect once per `key` within this function.
     pub fn with_idempotency_key(mut self, key: impl std::fmt::Display) -> Self {
-        self.key = Some(key.to_string());
+        self.key = Some(CallKey::new(key.to_string(), self.name));
+        self
+    }
+
+    /// Scopes the key by the method's type `S` as well as its name: methods named
+    /// alike on two types of one module keep their keys apart.
+    pub fn key_scope_of<S: ?Sized>(mut self) -> Self {
+        if let Some(key) = &mut self.key {
+            key.scope_of_type(core::any::type_name::<S>(), self.name);
+        }
+        self
+    }
+
+    /// `key_scope = "…"`: the key's scope, in place of the function's path.
+    pub fn key_scope(mut self, scope: &'static str) -> Self {
+        if let Some(key) = &mut self.key {
+            key.scope = scope.into();
+        }
+        self
+    }
+
+    /// The fingerprint of the arguments, stored with the key and compared when the key
+    /// comes back.
+    pub fn key_fingerprint(mut self, fingerprint: Fingerprint) -> Self {
+        if let Some(key) = &mut self.key {
+            key.fingerprint = Some(fingerprint.finish());
+        }
         self
     }
 
@@ -120,6 +150,7 @@ impl<'db> Call<'db> {
         loop {
             self.retry.attempt += 1;
             self.counters().attempt();
+            self.clock.attempt_started();
             self.attempt_span = debug_span!(
                 parent: &self.span,
                 "attempt",
@@ -160,13 +191,33 @@ impl<'db> Call<'db> {
     /// Starts an attempt of a keyed call: claims the key, or returns the result a
     /// committed call with the same key stored.
     pub async fn begin_keyed<T: DeserializeOwned>(&mut self) -> Result<Begin<'db, T>, TxError> {
-        let tables = &self.db.shared.tables;
-        tables
-            .ensure_keys(&self.db.shared.pool, self.db.shared.pool.pool_timeout)
-            .await?;
+        let shared = self.db.shared;
+        let tables = &shared.tables;
+        let ready = match self.key_ref() {
+            Ok(_) => {
+                let remaining = self.deadline.saturating_duration_since(Instant::now());
+                tables.ensure_keys(&shared.pool, remaining).await
+            }
+            Err(error) => Err(error),
+        };
+        let shape = match ready {
+            Ok(shape) => shape,
+            Err(error) => {
+                // Nothing ran: the call ends before its first attempt.
+                self.clock.call_ended(Some(error.kind().as_str()));
+                self.span.record("outcome", error.kind().as_str());
+                self.span.record("attempts", self.retry.attempt);
+                return Err(error);
+            }
+        };
         loop {
             let mut tx = self.begin().await?;
-            match idempotency::claim::<T>(&mut tx, &tables.keys, self.key_ref()).await {
+            let key = match self.key_ref() {
+                Ok(key) => key,
+                // Checked above; the key does not change between attempts.
+                Err(error) => return Err(error),
+            };
+            match idempotency::claim::<T>(&mut tx, &tables.keys, shape, key).await {
                 Ok(None) => return Ok(Begin::Run(tx)),
                 Ok(Some(stored)) => {
                     tx.rollback();
@@ -213,6 +264,8 @@ impl<'db> Call<'db> {
                 tx.rollback();
                 drop(tx);
                 let Some(error) = user_error.as_tx_error().cloned() else {
+                    self.clock.attempt_ended(Some(APPLICATION_ERROR));
+                    self.clock.call_ended(Some(APPLICATION_ERROR));
                     self.span.record("outcome", "application_error");
                     self.span.record("attempts", self.retry.attempt);
                     return ControlFlow::Break(Err(user_error));
@@ -276,7 +329,11 @@ impl<'db> Call<'db> {
         let result = match result {
             Ok(value) => {
                 let table = &self.db.shared.tables.keys;
-                match idempotency::store(&mut tx, table, self.key_ref(), &value).await {
+                let stored = match self.key_ref() {
+                    Ok(key) => idempotency::store(&mut tx, table, key, &value).await,
+                    Err(error) => Err(error),
+                };
+                match stored {
                     Ok(()) => Ok(value),
                     Err(error) => Err(E::from(error)),
                 }
@@ -327,7 +384,7 @@ impl<'db> Call<'db> {
         match verdict {
             Verdict::Committed => {
                 counters.ambiguous_commit();
-                counters.ambiguous_verified(true);
+                counters.ambiguous_verified(self.name, true);
                 self.committed();
                 if self.wants_replicated().is_none() {
                     return Ok(());
@@ -342,7 +399,7 @@ impl<'db> Call<'db> {
             }
             Verdict::NotCommitted => {
                 counters.ambiguous_commit();
-                counters.ambiguous_verified(false);
+                counters.ambiguous_verified(self.name, false);
                 Err(TxError::new(
                     Failure::ConnectionLost,
                     format!("{} (verified: it was not applied)", error.message()),
@@ -396,6 +453,7 @@ impl<'db> Call<'db> {
             self.attempt_span.record("sqlstate", code.code());
         }
         self.note_trouble(failure);
+        self.clock.attempt_ended(Some(failure.as_str()));
         let counters = self.counters();
         if failure == Failure::CommitUnknown {
             // Verified ones were counted where they were settled.
@@ -417,7 +475,7 @@ impl<'db> Call<'db> {
         let delay = match decision {
             Retry::After { delay, reconnect } => {
                 if reconnect && !self.db.shared.budget.try_withdraw() {
-                    counters.budget_refusal();
+                    counters.budget_refusal(self.name);
                     tracing::warn!(parent: &self.attempt_span, function = self.name, error = %error,
                         "retry budget spent: failing fast instead of adding load");
                     return false;
@@ -436,12 +494,12 @@ impl<'db> Call<'db> {
                 return false;
             }
         };
-        counters.retry(failure);
+        counters.retry(self.name, failure);
         if failure == Failure::CommitUnknown {
             if self.key.is_some() {
-                counters.ambiguous_checked_by_key();
+                counters.ambiguous_checked_by_key(self.name);
             } else {
-                counters.ambiguous_rerun();
+                counters.ambiguous_rerun(self.name);
             }
         }
         let backoff_ms = delay.as_millis() as u64;
@@ -467,11 +525,9 @@ impl<'db> Call<'db> {
         if failure.action() != Action::Reconnect {
             return tokio::time::sleep(delay).await;
         }
-        let health = &self.attempt_pool().health;
-        let mut recovered = health.watch_recovered();
-        if !health.in_outage() {
-            return tokio::time::sleep(delay).await;
-        }
+        // Subscribed before sleeping: an outage that is noticed, and ends, while this
+        // call sleeps wakes it too.
+        let mut recovered = self.attempt_pool().health.watch_recovered();
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             _ = recovered.changed() => {}
@@ -505,26 +561,27 @@ impl<'db> Call<'db> {
 
     /// How this call verifies an ambiguous COMMIT: not at all when a key or
     /// `idempotent` already settles it, nor for read-only work, nor by a table that
-    /// cannot be created (then an ambiguous COMMIT is `CommitUnknown`).
+    /// cannot be used (then an ambiguous COMMIT is `CommitUnknown`). The table is looked
+    /// up once per `Db` within the call's deadline; one that is missing and may not be
+    /// created is said once, in the log, by the tables.
     async fn wants_verification(&self) -> CommitVerification {
         let shared = self.db.shared;
         let verification = shared.commit_verification;
         if self.key.is_some() || self.policy.idempotent || self.policy.read_only {
             return CommitVerification::Off;
         }
-        let (tables, pool, bound) = (&shared.tables, &shared.pool, shared.pool.pool_timeout);
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        let (tables, pool) = (&shared.tables, &shared.pool);
         let ready = match verification {
-            CommitVerification::FencedCounter => tables.ensure_counters(pool, bound).await,
-            CommitVerification::MarkerRow => tables.ensure_markers(pool, bound).await,
+            CommitVerification::FencedCounter => tables.ensure_counters(pool, remaining).await,
+            CommitVerification::MarkerRow => tables.ensure_markers(pool, remaining).await,
             _ => return verification,
         };
         match ready {
             Ok(()) => verification,
             Err(error) => {
-                // Not cached: a database that is down now may let the next call create
-                // the table. Each later call tries again.
-                tracing::warn!(function = self.name, error = %error,
-                    "commit verification is unavailable for this call: its table could not be created");
+                tracing::debug!(function = self.name, error = %error,
+                    "commit verification is off for this call: its table cannot be used");
                 CommitVerification::Off
             }
         }
@@ -534,16 +591,23 @@ impl<'db> Call<'db> {
         &self.db.shared.counters
     }
 
-    fn key_ref(&self) -> Key<'_> {
-        Key {
-            scope: self.name,
-            key: self.key.as_deref().unwrap_or_default(),
+    /// The call's key as the statements take it (its fingerprint's error, when the
+    /// arguments could not be fingerprinted).
+    fn key_ref(&self) -> Result<Key<'_>, TxError> {
+        match &self.key {
+            Some(key) => key.as_key(),
+            None => Err(TxError::new(
+                Failure::Config,
+                "a keyed attempt was started for a call without an idempotency key",
+            )),
         }
     }
 
     /// A keyed call found its result stored by an earlier call.
     fn returned_stored(&self) {
-        self.counters().stored_result_returned();
+        self.counters().stored_result_returned(self.name);
+        self.clock.attempt_ended(None);
+        self.clock.call_ended(None);
         self.attempt_span.record("outcome", "stored_result");
         self.span.record("outcome", "stored_result");
         self.span.record("attempts", self.retry.attempt);
@@ -572,6 +636,8 @@ impl<'db> Call<'db> {
                 }
             });
         }
+        self.clock.attempt_ended(None);
+        self.clock.call_ended(None);
         self.attempt_span.record("outcome", "committed");
         self.span.record("outcome", "committed");
         self.span.record("attempts", self.retry.attempt);
@@ -579,9 +645,9 @@ impl<'db> Call<'db> {
 
     fn gave_up(&self, error: &TxError) {
         error.set_attempts(self.retry.attempt);
-        if self.retry.attempt > 1 {
-            self.counters().give_up();
-        }
+        self.counters()
+            .gave_up(self.name, error, self.retry.attempt);
+        self.clock.call_ended(Some(error.kind().as_str()));
         self.span.record("outcome", error.kind().as_str());
         self.span.record("attempts", self.retry.attempt);
     }

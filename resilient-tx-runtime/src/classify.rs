@@ -242,6 +242,7 @@ fn describe(err: &tokio_postgres::Error, failure: Failure, phase: Phase) -> Stri
         | Failure::ClientTimeout
         | Failure::ConnectTimeout
         | Failure::Config
+        | Failure::KeyReused
         | Failure::NotReplicated => cause,
     }
 }

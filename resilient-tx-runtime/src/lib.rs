@@ -4,6 +4,10 @@
 //!
 //! Applications use it through the `resilient-tx` crate and its `#[retriable_tx]`
 //! attribute; [`Db::transaction`] offers the same loop without the macro.
+//!
+//! With the `metrics` cargo feature the runtime also emits what it counts and times
+//! through the `metrics` facade, to the recorder the application installs
+//! (`describe_metrics`, `record_pool_metrics`; the guide lists every series).
 
 #![deny(missing_docs, missing_debug_implementations)]
 
@@ -45,10 +49,15 @@ pub use budget::RetryBudgetConfig;
 pub use db::{BoxedBody, Db, DbBuilder};
 pub use error::{AsTxError, ErrorKind, TxError};
 pub use health::{Health, ServerRole};
-pub use metrics::Metrics;
+// `crate::`: with the `metrics` feature, the `metrics` crate has the same name.
+pub use crate::metrics::Metrics;
+#[cfg(feature = "metrics")]
+pub use crate::metrics::describe_metrics;
 pub use outcome::CommitVerification;
 pub use policy::{Isolation, Policy};
 pub use pool::PoolStatus;
+#[cfg(feature = "metrics")]
+pub use pool::record_pool_metrics;
 pub use tx::{Params, QueryRef, Tx, TxStatement};
 
 /// tokio-postgres, whose row and parameter types `Tx` uses.

@@ -73,8 +73,11 @@
 //! the body's own transaction: the key, the result and the body's writes commit
 //! together or not at all. Any later call of the same function with the same key, be it
 //! the runtime's retry after an unknown outcome or a client resending the request,
-//! returns the stored result without running the body. See
-//! [the guide](guide#idempotency_key--expr) for the details.
+//! returns the stored result without running the body, provided it brings the same
+//! arguments: a fingerprint of them is stored with the key, and the key coming back with
+//! others is [`ErrorKind::KeyReused`]. See [the guide](guide#idempotency_key--expr) for
+//! the details, and [the runtime's tables](guide#the-runtimes-tables) for a role that
+//! may only read and write rows.
 //!
 //! ## Automatic commit verification
 //!
@@ -162,10 +165,14 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The key, counter and marker tables are created on first use; [`Db::migrate`] creates
-//! them ahead, for example at start-up. If the verification table cannot be created (the
-//! role may not create tables), calls run without verification and a warning is logged.
-//! Verification by transaction status needs no table.
+//! The key, counter and marker tables are looked up on first use (no DDL when they
+//! exist) and created there where the role may; [`Db::migrate`] creates them ahead, for
+//! example at deploy time as the schema's owner. If the verification table is missing
+//! and the role may not create it, calls run without verification and one warning per
+//! `Db` says so; a missing key table fails keyed calls with a `Config` error. See
+//! [the runtime's tables](guide#the-runtimes-tables), with the SQL and grants for a
+//! role that may only read and write rows. Verification by transaction status needs no
+//! table.
 //!
 //! ## Which one to use
 //!
@@ -200,7 +207,8 @@
 //! | `Conflict` | serialization failures, deadlocks or lock timeouts outlasted the retries | try again |
 //! | `CommitUnknown` | the transaction may or may not have been applied | retry with the same idempotency key, or check the data |
 //! | `Database` | the server rejected the work for a reason retrying cannot fix | fix the input (a constraint) or the code |
-//! | `Config` | the configuration is invalid, e.g. a malformed URL | fix the configuration |
+//! | `Config` | the configuration is invalid, e.g. a malformed URL, or one of the runtime's tables is missing and the role may not create it | fix the configuration, or run [`Db::migrate`] as the schema's owner |
+//! | `KeyReused` | an idempotency key came back with other arguments than its first call's | use a new key for a new request (422); never retried |
 //! | `NotReplicated` | committed on the primary, but no standby confirmed it within `replicated` | repeat with the same idempotency key later (the stored result comes back once a standby has it); never re-run without one |
 //!
 //! `ErrorKind` is `#[non_exhaustive]`: a `match` needs a `_` arm. A sketch of an HTTP
@@ -222,6 +230,8 @@
 //!             (409, false)
 //!         }
 //!         ErrorKind::Database | ErrorKind::Config => (500, false),
+//!         // The client sent another request under a key it already used.
+//!         ErrorKind::KeyReused => (422, false),
 //!         _ => (500, false),
 //!     }
 //! }
@@ -311,6 +321,10 @@
 //!   calls, attempts, commits, retries by cause, connections opened and discarded,
 //!   stale connections replaced, ambiguous commits and how each was settled, give-ups
 //!   and retry-budget refusals. Counters only grow; subtract two snapshots for rates.
+//! - With the `metrics` cargo feature the same events, with pool gauges and call,
+//!   attempt, connect and checkout durations, go through the `metrics` facade to the
+//!   recorder the application installs (Prometheus, OpenTelemetry, …):
+//!   [the guide](guide#metrics) lists every series.
 //!
 //! ```no_run
 //! use resilient_tx::{Db, ServerRole};
@@ -351,6 +365,8 @@ pub use resilient_tx_runtime::{
     Params, Policy, PoolStatus, RetryBudgetConfig, ServerRole, Tx, TxError, TxStatement,
     tokio_postgres,
 };
+#[cfg(feature = "metrics")]
+pub use resilient_tx_runtime::{describe_metrics, record_pool_metrics};
 
 #[doc = include_str!("../docs/guide.md")]
 pub mod guide {}

@@ -6,7 +6,7 @@
 //! under `$XDG_RUNTIME_DIR` (or `/tmp/pg_autoctl`). All of them point into the
 //! formation's temporary directory, so formations never meet.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -97,6 +97,14 @@ impl PgAutoctl {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        if let Some(pgdata) = args
+            .iter()
+            .position(|a| a == "--pgdata")
+            .and_then(|i| args.get(i + 1))
+        {
+            self.prepare_state_dirs(Path::new(pgdata))?;
+        }
         let mut cmd = daemon::command(&self.program, true)?;
         cmd.args(args)
             .env("HOME", &self.home)
@@ -104,6 +112,27 @@ impl PgAutoctl {
             .env("XDG_DATA_HOME", self.home.join("share"))
             .env("XDG_RUNTIME_DIR", self.home.join("run"));
         Ok(cmd)
+    }
+
+    /// Creates the directories `pg_autoctl` keeps for `pgdata` (under
+    /// `$XDG_*/pg_autoctl/<pgdata>`) before it runs. Its own `mkdir -p` is not
+    /// safe against a concurrent one: the monitor's daemon and a `show state`
+    /// started at the same moment fail with "File exists".
+    fn prepare_state_dirs(&self, pgdata: &Path) -> io::Result<()> {
+        let relative = pgdata.strip_prefix("/").unwrap_or(pgdata);
+        for sub in ["config", "share", "run"] {
+            let base = self.home.join(sub);
+            let mut dir = base.clone();
+            for part in Path::new("pg_autoctl").join(relative).components() {
+                dir.push(part);
+                match std::fs::create_dir(&dir) {
+                    Ok(()) => binaries::chown_to_server_user(&dir)?,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Runs a one-shot `pg_autoctl` command; returns its stdout.

@@ -4,7 +4,7 @@
 //! | method | path | answer |
 //! |---|---|---|
 //! | GET | `/api/servers?name=N` | 200, every server (or only the one named `N`) |
-//! | POST | `/api/servers` | 201 + `Location`; honours `Idempotency-Key` |
+//! | POST | `/api/servers` | 201 + `Location`; honours `Idempotency-Key` (the same key and body again: the first answer; the same key with another body: 422 `idempotency_key_reused`) |
 //! | GET | `/api/servers/{id}` | 200 or 404 |
 //! | PUT | `/api/servers/{id}` | 200, name and url replaced |
 //! | PATCH | `/api/servers/{id}` | 200, the fields given changed |

@@ -13,7 +13,7 @@ use resilient_tx::Db;
 use crate::auth::{self, BearerToken};
 use crate::errors::ApiError;
 use crate::store::Schema;
-use crate::{api, health};
+use crate::{api, health, metrics};
 
 /// What every handler can reach, the gateway's own and those added with
 /// [`serve_with`](crate::serve_with). Cheap to clone: the `Db` and the rest are
@@ -59,17 +59,16 @@ impl AppState {
     }
 }
 
-/// The whole HTTP surface: `/api/...` (the gateway's routes and `extra`) behind the
-/// bearer token, `/health/...` open.
-pub(crate) fn router(state: AppState, extra: Router<AppState>) -> Router {
-    let api = api::routes()
-        .merge(extra)
-        .route_layer(middleware::from_fn_with_state(
-            state.token.clone(),
-            auth::require_token,
-        ));
-    Router::new()
-        .nest("/api", api)
+/// The whole HTTP surface: `/api/...` (the gateway's routes and `extra`) and, with
+/// `with_metrics`, `/metrics` behind the bearer token; `/health/...` open.
+pub(crate) fn router(state: AppState, extra: Router<AppState>, with_metrics: bool) -> Router {
+    let token = || middleware::from_fn_with_state(state.token.clone(), auth::require_token);
+    let api = api::routes().merge(extra).route_layer(token());
+    let mut router = Router::new().nest("/api", api);
+    if with_metrics {
+        router = router.merge(metrics::routes().route_layer(token()));
+    }
+    router
         .merge(health::routes())
         .fallback(async || ApiError::not_found("no such route"))
         // Registered last: it applies to the routes added before it.

@@ -25,8 +25,9 @@ pub(crate) const MISSING_DATABASE_URL: &str = "DATABASE_URL is not set: set DATA
 /// `Debug` hides the token and the database URL (which may carry a password).
 #[derive(Clone)]
 pub struct Config {
-    /// libpq URI or key=value string; several hosts and `target_session_attrs` are
-    /// understood. `None` starts a throwaway local PostgreSQL server for the process's
+    /// libpq URI or key=value string; several hosts, `target_session_attrs` and libpq's
+    /// TLS parameters (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`) are understood.
+    /// `None` starts a throwaway local PostgreSQL server for the process's
     /// lifetime with the `local-db` feature, and is refused without it.
     pub database_url: Option<String>,
     /// A read replica (libpq URI or key=value, several hosts allowed) that serves the
@@ -51,6 +52,15 @@ pub struct Config {
     /// `application_name` of the gateway's database connections, unless the URL sets
     /// one. Operators (and tests) find the gateway's backends by it.
     pub application_name: String,
+    /// Serve `GET /metrics` (behind the bearer token), installing the Prometheus
+    /// recorder as the process's global one if no gateway of the process did yet.
+    /// Off for a program that embeds the gateway and installs a recorder of its own.
+    pub metrics: bool,
+    /// Whether statements are prepared once per connection and reused (the default).
+    /// `false` behind a pooler in transaction mode (PgBouncer before 1.21), where
+    /// named prepared statements do not follow a client from one transaction to the
+    /// next: every statement is then sent unnamed.
+    pub statement_cache: bool,
 }
 
 /// Pool sizing: a few connections kept warm, more opened under load.
@@ -113,6 +123,8 @@ impl Config {
             deadline: Duration::from_secs(30),
             retries: DEFAULT_RETRIES,
             application_name: "gateway".to_owned(),
+            metrics: true,
+            statement_cache: true,
         }
     }
 
@@ -137,6 +149,8 @@ impl Config {
     /// | `DEADLINE_MS` | total budget of one call | 30000 |
     /// | `RETRIES` | most retries of one call (the deadline bounds them too) | 5 |
     /// | `APPLICATION_NAME` | `application_name` of the connections | `gateway` |
+    /// | `METRICS` | `on` serves `GET /metrics`, `off` does not | `on` |
+    /// | `DATABASE_STATEMENT_CACHE` | `on`, or `off` behind PgBouncer in transaction mode | `on` |
     ///
     /// Empty values count as unset.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -188,6 +202,18 @@ impl Config {
         if let Some(name) = var("APPLICATION_NAME") {
             config.application_name = name;
         }
+        if let Some(metrics) = var("METRICS") {
+            config.metrics = switch("METRICS", &metrics)?;
+        }
+        if let Some(cache) = var("DATABASE_STATEMENT_CACHE") {
+            // `off` is what PgBouncer in transaction mode needs: say so.
+            config.statement_cache = switch("DATABASE_STATEMENT_CACHE", &cache).map_err(|e| {
+                ConfigError(format!(
+                    "{} (off behind PgBouncer in transaction mode)",
+                    e.0
+                ))
+            })?;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -238,6 +264,17 @@ fn parse<T: std::str::FromStr>(
         .transpose()
 }
 
+/// `on` or `off` (also `true`/`false`, `1`/`0`), in any case.
+fn switch(name: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        _ => Err(ConfigError(format!(
+            "{name} must be `on` or `off`, got {value:?}"
+        ))),
+    }
+}
+
 /// A duration in milliseconds that must be above zero.
 fn millis(
     var: &impl Fn(&str) -> Option<String>,
@@ -265,6 +302,8 @@ impl fmt::Debug for Config {
             .field("deadline", &self.deadline)
             .field("retries", &self.retries)
             .field("application_name", &self.application_name)
+            .field("metrics", &self.metrics)
+            .field("statement_cache", &self.statement_cache)
             .finish()
     }
 }
@@ -321,6 +360,8 @@ mod tests {
         assert_eq!(config.database_replica_url, None);
         assert_eq!(config.retries, DEFAULT_RETRIES);
         assert_eq!(config.application_name, "gateway");
+        assert!(config.metrics);
+        assert!(config.statement_cache);
     }
 
     #[test]
@@ -342,8 +383,12 @@ mod tests {
             ("APPLICATION_NAME", "gw-test"),
             ("DATABASE_REPLICA_URL", "postgres://app@replica/app"),
             ("RETRIES", "12"),
+            ("METRICS", "off"),
+            ("DATABASE_STATEMENT_CACHE", "off"),
         ])
         .expect("valid");
+        assert!(!config.metrics);
+        assert!(!config.statement_cache);
         assert_eq!(
             config.database_replica_url.as_deref(),
             Some("postgres://app@replica/app")
@@ -371,12 +416,20 @@ mod tests {
             ("PORT", "http"),
             ("POOL_TIMEOUT_MS", "-1"),
             ("DEADLINE_MS", "0"),
+            ("METRICS", "maybe"),
         ] {
             let error = from(&[(name, value)]).expect_err(name);
             assert!(error.0.contains(name), "{error}");
         }
         let error = from(&[("POOL_MIN_IDLE", "20")]).expect_err("min above max");
         assert!(error.0.contains("POOL_MIN_IDLE"), "{error}");
+        let error = from(&[
+            ("DATABASE_URL", "postgres://db/app"),
+            ("GATEWAY_TOKEN", "t"),
+            ("DATABASE_STATEMENT_CACHE", "false"),
+        ])
+        .expect_err("on or off");
+        assert!(error.0.contains("DATABASE_STATEMENT_CACHE"), "{error}");
         let error =
             from(&[("DATABASE_REPLICA_URL", "postgres://r/app")]).expect_err("replica alone");
         assert!(error.0.contains("DATABASE_REPLICA_URL"), "{error}");

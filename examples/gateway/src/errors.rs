@@ -12,6 +12,7 @@
 //! | `conflict` | 409 | the name is taken (23505, `retryable: false`), or serialization failures/deadlocks outlasted the retries (`retryable: true`) |
 //! | `not_found` | 404 | no server has this id, or no such route |
 //! | `invalid_request` | 400/415/422 | malformed JSON, wrong content type, failed validation, bad id or header |
+//! | `idempotency_key_reused` | 422 | the `Idempotency-Key` was already used with another request body; send a new key for a new request |
 //! | `unauthorized` | 401 | missing or wrong bearer token |
 //! | `method_not_allowed` | 405 | the route exists but not with this method |
 //! | `internal` | 500 | a bug or an unexpected database error; never a database outage |
@@ -244,6 +245,14 @@ fn map_tx_error(error: &TxError, sqlstate: Option<&str>) -> ApiError {
         // verify): as above, the operator's to fix.
         ErrorKind::Config => ApiError::database_unavailable(
             "the gateway cannot reach its database with its current settings; try again later",
+        ),
+        // As payment APIs answer a key sent again with other parameters: the client's
+        // mistake, not to be retried as it is.
+        ErrorKind::KeyReused => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used with a different request body; a key \
+             stands for one request: send a new key for a new request",
         ),
         // Kinds added to the runtime later: an outage must never become a bare 500.
         _ if error.is_transient() => ApiError::database_unavailable(

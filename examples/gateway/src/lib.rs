@@ -8,6 +8,10 @@
 //!   delete; bearer token required. [`store`] holds the transactions, [`errors`]
 //!   the error codes.
 //! * `/health/live`, `/health/ready`, `/health/status` — probes and pool status.
+//! * `/metrics` — the runtime's metrics in Prometheus' text format; bearer token
+//!   required. The first gateway of a process installs the Prometheus recorder
+//!   (`metrics-exporter-prometheus`) as the global one; every gateway of the process
+//!   renders from it ([`Config::metrics`] turns it off).
 //!
 //! [`serve`] starts the whole application in-process and returns a [`Server`]
 //! handle, so tests can run it against any database and pool settings:
@@ -60,6 +64,7 @@ pub mod errors;
 mod health;
 #[cfg(feature = "local-db")]
 mod local_db;
+mod metrics;
 pub mod model;
 pub mod store;
 
@@ -244,6 +249,9 @@ pub async fn serve_with(config: Config, routes: Router<AppState>) -> Result<Serv
     #[cfg(not(feature = "local-db"))]
     let throwaway = false;
 
+    // Installed before the `Db` is built: what the runtime records before a recorder
+    // exists is lost.
+    let exported = config.metrics && metrics::exporter().is_some();
     let db = open_db(&config, &url).await?;
     let state = AppState {
         db: db.clone(),
@@ -262,7 +270,7 @@ pub async fn serve_with(config: Config, routes: Router<AppState>) -> Result<Serv
     }
 
     let (shutdown, shutdown_requested) = oneshot::channel::<()>();
-    let router = app::router(state.clone(), routes);
+    let router = app::router(state.clone(), routes, config.metrics);
     let task = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
@@ -281,6 +289,8 @@ pub async fn serve_with(config: Config, routes: Router<AppState>) -> Result<Serv
         deadline_ms = config.deadline.as_millis(),
         retries = config.retries,
         read_replica = config.database_replica_url.is_some(),
+        metrics = exported,
+        statement_cache = config.statement_cache,
         "gateway listening"
     );
     Ok(Server {
@@ -323,6 +333,7 @@ async fn open_db(config: &Config, url: &str) -> Result<Db, StartError> {
         .pool_timeout(config.pool.pool_timeout)
         .connect_timeout(config.pool.connect_timeout)
         .application_name(config.application_name.clone())
+        .statement_cache(config.statement_cache)
         .policy(policy)
         .build()
         .await

@@ -28,7 +28,10 @@ pub struct Server {
 }
 
 /// Body of `POST /api/servers` and `PUT /api/servers/{id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+///
+/// `Serialize` too: a keyed create stores its fingerprint with the key, so that the
+/// key sent again with another body is refused rather than answered with the first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewServer {
     /// Unique name.

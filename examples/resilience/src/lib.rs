@@ -22,6 +22,11 @@
 //! | failover | [`fo_01_primary_failure`], [`fo_02_replica_lag`], [`fo_03_split_brain`] |
 //! | transaction safety | [`tx_01_deadlock`], [`tx_02_long_transaction`], [`tx_03_mid_transaction_failure`] |
 //!
+//! With [`set_tls`] (the demo's `--tls`) the cases start TLS-only servers and the
+//! gateway connects with `sslmode=verify-full` against the test kit's CA, for every
+//! host and the replica; TX-03, whose proxy cuts at exact points of the protocol it
+//! must read, stays in plain text.
+//!
 //! Time bounds are generous (a loaded two-core machine runs several cases at once);
 //! the figures (time to recover, time to the first write after a failover) are
 //! reported, not asserted tightly. The PostgreSQL binaries must be installed (see the
@@ -53,6 +58,7 @@ pub mod topology;
 
 pub use case::Case;
 pub use expected_logs::ExpectedLogs;
+pub use harness::{set_tls, tls_on};
 pub use matrix::matrix;
 pub use observation::{Check, Observation};
 pub use progress::set_progress;

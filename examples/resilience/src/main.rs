@@ -7,6 +7,7 @@
 //! cargo run -p resilience -- FO-03 TX-03           # some cases, by id
 //! cargo run -p resilience -- --html report.html    # and the HTML report
 //! cargo run -p resilience -- --jobs 2              # two cases at a time
+//! cargo run -p resilience -- --tls                 # TLS-only servers, sslmode=verify-full
 //! cargo run -p resilience -- --list
 //! cargo run -p resilience -- --topology patroni    # FO-01 and FO-03 under Patroni
 //! cargo run -p resilience -- --topology patroni --replication async --event kill --runs 5
@@ -36,8 +37,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 const USAGE: &str = "\
-usage: resilience [--list] [--html FILE] [--jobs N] [--topology T [--event E] [--replication R]
-                  [--runs N]] [CASE...]
+usage: resilience [--list] [--html FILE] [--jobs N] [--tls] [--topology T [--event E]
+                  [--replication R] [--runs N]] [CASE...]
   CASE: CL-01 … TX-03 (default: all); --jobs: cases (or scenarios) at a time (default 1)
   --topology replica|patroni|auto-failover: what FO-01 and FO-03 fail over (default replica,
       the matrix's own hand-promoted replica; an orchestrator runs FO-01 and FO-03 only)
@@ -46,7 +47,8 @@ usage: resilience [--list] [--html FILE] [--jobs N] [--topology T [--event E] [-
       makes the writes wait for a standby (replicated)
   --writers N: keyed writers per gateway (default 4); --pace MS: pause after each (default 20)
   --deadline S: the gateways' deadline (default 10, 15 for a kill); --lag MS: the standby's WAL
-      receiver stopped this long before a kill (a standby that far behind)";
+      receiver stopped this long before a kill (a standby that far behind)
+  --tls: TLS-only servers, the gateway on sslmode=verify-full (the matrix's own servers only)";
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -62,6 +64,7 @@ struct Args {
     pace: Option<u64>,
     deadline: Option<u64>,
     lag: Option<u64>,
+    tls: bool,
 }
 
 impl Args {
@@ -86,6 +89,13 @@ impl Args {
             }
             return Ok(Vec::new());
         };
+        if self.tls {
+            return Err(
+                "--tls is for the matrix's own servers: the orchestrated clusters run in plain \
+                 text"
+                    .to_owned(),
+            );
+        }
         if let Some(case) = self
             .cases
             .iter()
@@ -136,6 +146,11 @@ impl Args {
     }
 }
 
+/// What `--tls` changes, said before the cases and under the matrix.
+const TLS_NOTE: &str = "TLS: every server is TLS-only (pg_hba.conf refuses plain text over TCP) \
+                        and the gateway connects with sslmode=verify-full against the test \
+                        kit's CA; TX-03 runs in plain text, its proxy cuts inside the protocol";
+
 /// What to do instead of running cases.
 enum Exit {
     /// `--help`, `--list`: printed, done.
@@ -157,6 +172,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, Exit> {
         pace: None,
         deadline: None,
         lag: None,
+        tls: false,
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -174,6 +190,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, Exit> {
                 Some(path) if !path.is_empty() => parsed.html = Some(PathBuf::from(path)),
                 _ => return Err(Exit::Usage("--html needs a file name".to_owned())),
             },
+            "--tls" => parsed.tls = true,
             "--jobs" => match args.next().and_then(|n| n.parse::<usize>().ok()) {
                 Some(n) if (1..=13).contains(&n) => parsed.jobs = n,
                 _ => return Err(Exit::Usage("--jobs needs a number from 1 to 13".to_owned())),
@@ -281,6 +298,7 @@ fn main() -> ExitCode {
         }
     };
 
+    resilience::set_tls(args.tls);
     let preflight = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -300,6 +318,9 @@ fn main() -> ExitCode {
             args.cases.len(),
             args.jobs
         );
+        if args.tls {
+            eprintln!("{}\n", textwrap::fill(TLS_NOTE, 100));
+        }
         resilience::run_in_parallel(&args.cases, args.jobs)
     } else {
         eprintln!(
@@ -323,6 +344,9 @@ fn main() -> ExitCode {
         }
     }
     println!("\n{}", resilience::matrix(&observations));
+    if args.tls {
+        println!("{}", textwrap::fill(TLS_NOTE, 100));
+    }
     println!("total time: {:.1} s", elapsed.as_secs_f64());
     if observations.iter().all(|o| o.passed()) {
         ExitCode::SUCCESS
@@ -337,7 +361,11 @@ fn main() -> ExitCode {
 async fn preflight() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     eprintln!("preflight: starting a throwaway primary and a streaming replica …");
-    let primary = PgCluster::start().await?;
+    let primary = if resilience::tls_on() {
+        PgCluster::builder().tls().start().await?
+    } else {
+        PgCluster::start().await?
+    };
     let replica = primary.create_replica().await?;
     let admin = primary.admin().await?;
     let version: String = admin.query_one("SHOW server_version", &[]).await?.get(0);

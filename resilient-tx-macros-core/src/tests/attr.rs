@@ -268,3 +268,43 @@ fn malformed_attribute_is_an_error_not_a_panic() {
     assert!(Args::parse(quote!("retries" = 3)).is_err());
     assert!(Args::parse(quote!(retries = )).is_err());
 }
+
+#[test]
+fn key_scope_and_key_fingerprint_go_with_a_key() {
+    let args = parse(quote!(
+        idempotency_key = id,
+        key_scope = "billing::refunds::create",
+        key_fingerprint = (&order.items, order.total)
+    ));
+    assert_eq!(
+        args.key_scope.map(|s| s.value()).as_deref(),
+        Some("billing::refunds::create")
+    );
+    assert_eq!(
+        args.key_fingerprint.to_token_stream().to_string(),
+        "(& order . items , order . total)"
+    );
+    assert_error(
+        quote!(key_scope = "x"),
+        &[
+            "`key_scope` belongs to an idempotency key",
+            "idempotency_key = <expr>",
+        ],
+    );
+    assert_error(
+        quote!(key_fingerprint = body),
+        &["`key_fingerprint` belongs to an idempotency key"],
+    );
+    assert_error(
+        quote!(idempotency_key = id, key_scope = billing),
+        &["`key_scope` expects the scope in a string"],
+    );
+    assert_error(
+        quote!(idempotency_key = id, key_scope = " "),
+        &["`key_scope` cannot be empty"],
+    );
+    assert_error(
+        quote!(idempotency_key = id, key_scope),
+        &["`key_scope` needs a value: write `key_scope = \"billing::refunds::create\"`"],
+    );
+}

@@ -12,7 +12,7 @@ use crate::error::TxError;
 use crate::metrics::Counters;
 use crate::outcome::CommitVerification;
 use crate::policy::Policy;
-use crate::pool::{Pool, PoolSettings};
+use crate::pool::{PRIMARY, Pool, PoolSettings, REPLICA};
 use crate::shared::Shared;
 use crate::tables::{DEFAULT_COUNTER_TABLE, DEFAULT_KEY_TABLE, DEFAULT_MARKER_TABLE, Tables};
 use crate::tls::{TlsConnector, split_tls_params};
@@ -48,10 +48,11 @@ pub struct DbBuilder {
 }
 
 impl DbBuilder {
-    /// A pool for `url` with this builder's settings.
+    /// A pool for `url` with this builder's settings, named `name` in metrics.
     fn pool_for(
         &self,
         url: &str,
+        name: &'static str,
         counters: &Arc<Counters>,
         statements: &Arc<StatementPolicy>,
     ) -> Result<Pool, TxError> {
@@ -78,6 +79,7 @@ impl DbBuilder {
             .keepalives_retries(self.keepalives_retries)
             .tcp_user_timeout(self.tcp_user_timeout);
         let settings = PoolSettings {
+            name,
             max_size: self.max_size,
             min_idle: self.min_idle,
             pool_timeout: self.pool_timeout,
@@ -280,9 +282,9 @@ impl DbBuilder {
         )?;
         let counters = Arc::new(Counters::default());
         let statements = StatementPolicy::new(self.statement_cache);
-        let pool = self.pool_for(&self.url, &counters, &statements)?;
+        let pool = self.pool_for(&self.url, PRIMARY, &counters, &statements)?;
         let replica = match &self.replica_url {
-            Some(url) => Some(self.pool_for(url, &counters, &statements)?),
+            Some(url) => Some(self.pool_for(url, REPLICA, &counters, &statements)?),
             None => None,
         };
         Ok(Db::new(Shared {

@@ -168,13 +168,14 @@ impl Db {
     }
 
     /// Creates the runtime's tables (idempotency keys, commit counters, commit
-    /// markers) if they do not exist. Calls do this on first use; call it at start-up
-    /// if you prefer explicit DDL.
+    /// markers) if they do not exist, and adds what a table created by an older
+    /// version lacks. Run it as the role that owns the schema (a migration role); calls
+    /// by a role that may only read and write rows then never send DDL. Without it,
+    /// calls create the tables on first use where the role may. Fails with a sentence
+    /// naming what is missing when the role may not.
     pub async fn migrate(&self) -> Result<(), TxError> {
         let (tables, pool) = (&self.inner.tables, &self.inner.pool);
-        tables.ensure_keys(pool, pool.pool_timeout).await?;
-        tables.ensure_counters(pool, pool.pool_timeout).await?;
-        tables.ensure_markers(pool, pool.pool_timeout).await
+        tables.migrate(pool, pool.pool_timeout).await
     }
 
     /// Deletes stored idempotency keys older than `older_than`; returns how many.

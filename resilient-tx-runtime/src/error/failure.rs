@@ -39,6 +39,8 @@ pub(crate) enum Failure {
     Database,
     /// Invalid configuration.
     Config,
+    /// An idempotency key stored with another fingerprint than this call's arguments.
+    KeyReused,
     /// Committed, but no standby confirmed having the commit within `replicated`.
     NotReplicated,
 }
@@ -73,6 +75,7 @@ impl Failure {
             Failure::CommitUnknown => ErrorKind::CommitUnknown,
             Failure::Aborted | Failure::Database => ErrorKind::Database,
             Failure::Config => ErrorKind::Config,
+            Failure::KeyReused => ErrorKind::KeyReused,
             Failure::NotReplicated => ErrorKind::NotReplicated,
         }
     }
@@ -95,6 +98,7 @@ impl Failure {
             | Failure::Aborted
             | Failure::Database
             | Failure::Config
+            | Failure::KeyReused
             | Failure::NotReplicated => Action::Return,
         }
     }
@@ -128,7 +132,24 @@ impl Failure {
             Failure::Aborted => "aborted",
             Failure::Database => "database",
             Failure::Config => "config",
+            Failure::KeyReused => "key_reused",
             Failure::NotReplicated => "not_replicated",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::TxError;
+
+    #[test]
+    fn a_reused_key_returns_at_once_and_is_not_transient() {
+        let failure = Failure::KeyReused;
+        assert_eq!(failure.kind(), ErrorKind::KeyReused);
+        assert_eq!(failure.kind().as_str(), "key_reused");
+        assert_eq!(failure.action(), Action::Return);
+        assert!(!failure.discards_connection());
+        assert!(!TxError::new(failure, "reused").is_transient());
     }
 }

@@ -22,8 +22,13 @@ pub enum ErrorKind {
     /// The server rejected the work for a reason retrying cannot fix (constraint,
     /// syntax, permission, a result of unexpected shape …).
     Database,
-    /// The configuration is invalid (for example a malformed database URL).
+    /// The configuration is invalid (for example a malformed database URL), or the
+    /// runtime's own tables are missing and the role may not create them.
     Config,
+    /// An idempotency key came back with other arguments than the call that first used
+    /// it (its fingerprint differs): the request is not the same one repeated. Never
+    /// retried; usually a `422` telling the client to use a new key for a new request.
+    KeyReused,
     /// The transaction committed on the primary, but no standby confirmed having it
     /// within the call's `replicated` bound: a failover now could lose it. The work is
     /// done; running it again applies it twice unless the call has an idempotency key
@@ -42,6 +47,7 @@ impl ErrorKind {
             ErrorKind::CommitUnknown => "commit_unknown",
             ErrorKind::Database => "database",
             ErrorKind::Config => "config",
+            ErrorKind::KeyReused => "key_reused",
             ErrorKind::NotReplicated => "not_replicated",
         }
     }

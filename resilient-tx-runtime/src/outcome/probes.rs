@@ -40,7 +40,12 @@ impl<'p> Probes<'p> {
         loop {
             if self.failed {
                 let left = self.deadline.saturating_duration_since(Instant::now());
-                tokio::time::sleep(self.pause.min(left)).await;
+                // The end of an outage ends the pause: the answer is there to be had.
+                let mut recovered = self.pool.health.watch_recovered();
+                tokio::select! {
+                    () = tokio::time::sleep(self.pause.min(left)) => {}
+                    _ = recovered.changed() => {}
+                }
                 self.pause = (self.pause * 2).min(Duration::from_secs(1));
             }
             let remaining = self.deadline.saturating_duration_since(Instant::now());

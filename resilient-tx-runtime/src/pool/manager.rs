@@ -19,10 +19,10 @@ use super::PoolHealth;
 use crate::classify::{Phase, cause_of, client_timeout, connect_error, human, to_tx_error};
 use crate::connection::{PgConnection, StatementPolicy};
 use crate::error::{Failure, TxError};
-use crate::metrics::Counters;
+use crate::metrics::{Counters, Stopwatch};
 use crate::tls::{
     SslMode, TlsConnector, TlsParams, describe_tls_failure, fallback_after,
-    is_certificate_rejected, server_lacks_tls,
+    is_certificate_rejected, refused_by_hba, server_lacks_tls,
 };
 
 /// Opens connections for the pool.
@@ -32,6 +32,8 @@ pub(crate) struct Manager {
     pub(crate) connect_timeout: Duration,
     pub(crate) health: Arc<PoolHealth>,
     pub(crate) counters: Arc<Counters>,
+    /// The pool's name in metrics.
+    pub(crate) pool_name: &'static str,
     /// Shared by every connection of the `Db`.
     pub(crate) statements: Arc<StatementPolicy>,
     /// The URL's TLS parameters, and the connector made from them.
@@ -47,12 +49,13 @@ impl Manager {
     /// and the `target_session_attrs` check): tokio-postgres' own `connect_timeout`
     /// covers the TCP connect only.
     pub(crate) async fn open(&self) -> Result<PgConnection, TxError> {
+        let started = Stopwatch::start();
         let mut failures = Vec::new();
         for config in &self.hosts {
             match self.open_one(config).await {
                 Ok(conn) => {
                     self.health.connected();
-                    self.counters.connection_opened();
+                    self.counters.connection_opened(self.pool_name, &started);
                     return Ok(conn);
                 }
                 Err(error) => failures.push(error),
@@ -86,7 +89,8 @@ impl Manager {
         } else {
             tracing::warn!(error = %error, "connecting to the database failed");
         }
-        self.counters.connect_failed();
+        self.counters
+            .connect_failed(self.pool_name, error.failure());
         // The pool's health learns of it from bb8's error sink ([`FailureSink`](super::health::FailureSink)),
         // once bb8 no longer counts this connect as pending.
         Err(error)
@@ -143,9 +147,15 @@ impl Manager {
                 });
                 Ok(PgConnection::new(client, self.statements.clone()))
             }
-            Ok(Err(e)) => {
-                Err(tls_error(&e, params, &host).unwrap_or_else(|| connect_error(e, &host)))
-            }
+            Ok(Err(e)) => Err(tls_error(&e, params, &host).unwrap_or_else(|| {
+                let unencrypted = params.mode() == SslMode::Disable && refused_by_hba(&e);
+                let error = connect_error(e, &host);
+                if unencrypted {
+                    refused_in_plain_text(&error)
+                } else {
+                    error
+                }
+            })),
             Err(_elapsed) => Err(TxError::new(
                 Failure::ConnectTimeout,
                 format!(
@@ -237,6 +247,22 @@ fn tls_error(error: &tokio_postgres::Error, params: &TlsParams, host: &str) -> O
     None
 }
 
+/// pg_hba.conf refused a connection `sslmode=disable` made in plain text. The server's
+/// words ("no encryption") do not say what to change in the URL; this does. Still a
+/// `Database` error: the same URL meets the same refusal every time.
+fn refused_in_plain_text(error: &TxError) -> TxError {
+    TxError::with_details(
+        error.failure(),
+        format!(
+            "{}; sslmode=disable connects without TLS: if the server accepts only TLS \
+             connections, use sslmode=verify-full (with sslrootcert) or sslmode=require",
+            error.message()
+        ),
+        error.sqlstate().cloned(),
+        None,
+    )
+}
+
 /// `host:port` for messages (never the password or the whole URL).
 fn describe_host(config: &tokio_postgres::Config) -> String {
     let host = match config.get_hosts().first() {
@@ -271,7 +297,7 @@ impl bb8::ManageConnection for Manager {
     fn has_broken(&self, conn: &mut PgConnection) -> bool {
         let unusable = conn.is_unusable();
         if unusable {
-            self.counters.connection_discarded();
+            self.counters.connection_discarded(self.pool_name);
         }
         unusable
     }

@@ -13,23 +13,34 @@ use tokio_postgres::SimpleQueryMessage;
 use crate::classify::{Phase, client_timeout, human};
 use crate::connection::StatementPolicy;
 use crate::error::{Failure, TxError};
-use crate::metrics::Counters;
+use crate::metrics::{Counters, Stopwatch, checkout_ended};
 use crate::tls::{TlsConnector, TlsParams};
 
+#[cfg(feature = "metrics")]
+mod gauges;
 mod health;
 mod manager;
 mod session;
 mod status;
 
+#[cfg(feature = "metrics")]
+pub use gauges::record_pool_metrics;
 pub(crate) use health::PoolHealth;
 pub(crate) use session::Session;
 pub use status::PoolStatus;
+
+/// The name of the primary's pool in metrics.
+pub(crate) use crate::metrics::names::PRIMARY;
+/// The name of the read replica's pool in metrics.
+pub(crate) use crate::metrics::names::REPLICA;
 
 use manager::Manager;
 
 /// How a pool opens and keeps connections.
 #[derive(Debug, Clone)]
 pub(crate) struct PoolSettings {
+    /// [`PRIMARY`] or [`REPLICA`]: the pool's label in metrics.
+    pub(crate) name: &'static str,
     pub(crate) max_size: u32,
     pub(crate) min_idle: Option<u32>,
     pub(crate) pool_timeout: Duration,
@@ -62,14 +73,19 @@ pub(crate) struct Pool {
     pool: bb8::Pool<Manager>,
     pub(crate) health: Arc<PoolHealth>,
     counters: Arc<Counters>,
+    /// [`PRIMARY`] or [`REPLICA`].
+    name: &'static str,
     max_size: u32,
     pub(crate) pool_timeout: Duration,
     /// The URL asks for a writable server: a suspect connection is checked for that.
     requires_writable: bool,
     /// Callers waiting in `acquire`. bb8's own count of pending gets never goes down
     /// for a get that was abandoned (as `acquire` does when a connect fails), so the
-    /// wrapper keeps its own.
-    waiting: AtomicU64,
+    /// wrapper keeps its own. Shared with the metrics' view of the pool.
+    waiting: Arc<AtomicU64>,
+    /// This pool as the metrics' gauges sample it; dropped with the pool.
+    #[cfg(feature = "metrics")]
+    _sampled: Arc<gauges::Sampled>,
 }
 
 /// Counts one waiting caller for as long as it lives.
@@ -108,6 +124,7 @@ impl Pool {
             connect_timeout: settings.connect_timeout,
             health: health.clone(),
             counters: counters.clone(),
+            pool_name: settings.name,
             statements: settings.statements.clone(),
             tls,
             server_settings: settings.server_settings.clone(),
@@ -127,14 +144,18 @@ impl Pool {
             .retry_connection(false)
             .error_sink(Box::new(health::FailureSink(health.clone())))
             .build_unchecked(manager);
+        let waiting = Arc::new(AtomicU64::new(0));
         Pool {
+            #[cfg(feature = "metrics")]
+            _sampled: gauges::Sampled::track(settings, &pool, &waiting),
             pool,
             health,
             counters: counters.clone(),
+            name: settings.name,
             max_size: settings.max_size,
             pool_timeout: settings.pool_timeout,
             requires_writable,
-            waiting: AtomicU64::new(0),
+            waiting,
         }
     }
 
@@ -177,13 +198,27 @@ impl Pool {
         }
     }
 
+    /// Checks out a usable connection within `bound` (see [`Pool::checkout`]), timed
+    /// for the metrics.
+    pub(crate) async fn acquire(&self, bound: Duration) -> Result<Pooled<'_>, TxError> {
+        let started = Stopwatch::start();
+        let checkout = self.checkout(bound).await;
+        checkout_ended(
+            self.name,
+            &started,
+            bound.min(self.pool_timeout),
+            checkout.is_ok(),
+        );
+        checkout
+    }
+
     /// Checks out a usable connection within `bound`.
     ///
     /// A connection whose socket is known closed is discarded and replaced at no cost.
     /// After a sign of trouble (a lost connection, a read-only server) connections that
     /// predate it are checked with one round trip each, once; otherwise there is no
     /// round trip at checkout.
-    pub(crate) async fn acquire(&self, bound: Duration) -> Result<Pooled<'_>, TxError> {
+    async fn checkout(&self, bound: Duration) -> Result<Pooled<'_>, TxError> {
         let deadline = tokio::time::Instant::now() + bound;
         let _waiting = Waiting::new(&self.waiting);
         self.health.note_demand();
@@ -210,7 +245,7 @@ impl Pool {
             };
             if conn.is_unusable() {
                 conn.condemn();
-                self.counters.stale_connection_replaced();
+                self.counters.stale_connection_replaced(self.name);
                 continue;
             }
             if self.health.is_suspect(conn.verified_at) {
@@ -218,7 +253,7 @@ impl Pool {
                     Ok(true) => conn.verified_at = Instant::now(),
                     Ok(false) | Err(_) => {
                         conn.condemn();
-                        self.counters.stale_connection_replaced();
+                        self.counters.stale_connection_replaced(self.name);
                         continue;
                     }
                 }

@@ -1,6 +1,9 @@
 //! Snapshots of the pool for status endpoints.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use super::Pool;
+use super::manager::Manager;
 
 /// The pool at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,13 +25,21 @@ pub struct PoolStatus {
 impl Pool {
     /// A snapshot of this pool.
     pub(crate) fn status(&self) -> PoolStatus {
-        let state = self.pool.state();
+        PoolStatus::of(&self.pool, self.max_size, &self.waiting)
+    }
+}
+
+impl PoolStatus {
+    /// A snapshot of `pool`, which opens at most `max_size` connections and has
+    /// `waiting` callers.
+    pub(crate) fn of(pool: &bb8::Pool<Manager>, max_size: u32, waiting: &AtomicU64) -> Self {
+        let state = pool.state();
         PoolStatus {
-            max_size: self.max_size,
+            max_size,
             connections: state.connections,
             idle: state.idle_connections,
             in_use: state.connections.saturating_sub(state.idle_connections),
-            waiting: self.waiting.load(std::sync::atomic::Ordering::Relaxed),
+            waiting: waiting.load(Ordering::Relaxed),
         }
     }
 }

@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use super::presence::check_sql;
+use super::readiness::TableSpec;
+
 /// The `seq` a probe writes into a row whose connection's COMMIT it found not
 /// applied. Connections count up from 0, so no transaction ever expects it: the
 /// original's compare-and-set, delivered late, fails against it.
@@ -12,7 +15,7 @@ pub(crate) const FENCED: i64 = -1;
 #[derive(Debug, Clone)]
 pub(crate) struct CounterTable {
     name: String,
-    pub(crate) create: String,
+    pub(crate) spec: TableSpec,
     /// The compare-and-set sent with COMMIT: `$1` the connection's id, `$2` the value it
     /// last committed, `$3` the next. Moves the counter only in a transaction that wrote
     /// something (has an id); one that did and finds another value aborts with a
@@ -54,7 +57,16 @@ impl CounterTable {
         };
         CounterTable {
             name: name.to_owned(),
-            create,
+            spec: TableSpec {
+                name: name.to_owned(),
+                what: "commit counter table",
+                consequence: "commit verification by fenced counter is off: an ambiguous \
+                              COMMIT of a call without an idempotency key (and not \
+                              `idempotent`) fails with CommitUnknown",
+                check: check_sql(name, None, &["SELECT", "INSERT", "UPDATE"]),
+                create,
+                column: None,
+            },
             cas: cas("WHERE pg_current_xact_id_if_assigned() IS NOT NULL"),
             cas_always: cas(""),
         }
@@ -107,7 +119,7 @@ mod tests {
             "SELECT $1::int8, $3::int8 WHERE pg_current_xact_id_if_assigned() IS NOT NULL"
         ));
         assert!(table.cas_always.contains("SELECT $1::int8, $3::int8 \n"));
-        assert!(table.create.contains("fillfactor = 30"));
+        assert!(table.spec.create.contains("fillfactor = 30"));
     }
 
     #[test]

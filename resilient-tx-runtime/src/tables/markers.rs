@@ -2,11 +2,14 @@
 
 use std::time::Duration;
 
+use super::presence::check_sql;
+use super::readiness::TableSpec;
+
 /// The marker table's SQL.
 #[derive(Debug, Clone)]
 pub(crate) struct MarkerTable {
     name: String,
-    pub(crate) create: String,
+    pub(crate) spec: TableSpec,
     /// The statement a transaction sends just before COMMIT, with the marker as `$1`.
     pub(crate) insert: String,
     /// [`MarkerTable::insert`] for a transaction that may have an effect without an id
@@ -21,14 +24,23 @@ impl MarkerTable {
         let index = name.replace('.', "_");
         MarkerTable {
             name: name.to_owned(),
-            create: format!(
-                "{create_schema}
-                 CREATE TABLE IF NOT EXISTS {name} (
-                     id uuid PRIMARY KEY,
-                     by_probe boolean NOT NULL DEFAULT false,
-                     created_at timestamptz NOT NULL DEFAULT now());
-                 CREATE INDEX IF NOT EXISTS {index}_created_at ON {name} (created_at);"
-            ),
+            spec: TableSpec {
+                name: name.to_owned(),
+                what: "commit marker table",
+                consequence: "commit verification by marker row is off: an ambiguous COMMIT \
+                              of a call without an idempotency key (and not `idempotent`) \
+                              fails with CommitUnknown",
+                check: check_sql(name, None, &["SELECT", "INSERT"]),
+                create: format!(
+                    "{create_schema}
+                     CREATE TABLE IF NOT EXISTS {name} (
+                         id uuid PRIMARY KEY,
+                         by_probe boolean NOT NULL DEFAULT false,
+                         created_at timestamptz NOT NULL DEFAULT now());
+                     CREATE INDEX IF NOT EXISTS {index}_created_at ON {name} (created_at);"
+                ),
+                column: None,
+            },
             // Only a transaction that wrote something (and so has an id) is marked: one
             // that only read has nothing to apply twice, and a marker would turn its
             // COMMIT from free into a WAL write and flush. A lost COMMIT of such a

@@ -1,11 +1,10 @@
 //! The runtime's own tables: the idempotency keys ([`KeyTable`]), the commit
-//! counters ([`CounterTable`]) and the commit markers ([`MarkerTable`]). This module owns their names and validation, the SQL that
-//! reads and writes them, their creation (once per `Db`, each table on its own) and
-//! their purge.
+//! counters ([`CounterTable`]) and the commit markers ([`MarkerTable`]). This module
+//! owns their names and validation, the SQL that reads and writes them, whether each
+//! can be used ([`readiness`]: looked up once per `Db`, created only where missing and
+//! allowed, [`presence`] for the look-up itself) and their purge.
 
 use std::time::Duration;
-
-use tokio::sync::OnceCell;
 
 use crate::error::TxError;
 use crate::pool::Pool;
@@ -13,10 +12,15 @@ use crate::pool::Pool;
 mod counters;
 mod keys;
 mod markers;
+mod presence;
+mod readiness;
 
 pub(crate) use counters::{CounterTable, FENCED};
 pub(crate) use keys::KeyTable;
 pub(crate) use markers::MarkerTable;
+pub(crate) use readiness::Shape;
+
+use readiness::Readiness;
 
 /// Where keys live unless the builder says otherwise.
 pub(crate) const DEFAULT_KEY_TABLE: &str = "resilient_tx.idempotency_keys";
@@ -27,15 +31,15 @@ pub(crate) const DEFAULT_MARKER_TABLE: &str = "resilient_tx.commit_markers";
 /// Where commit counters live unless the builder says otherwise.
 pub(crate) const DEFAULT_COUNTER_TABLE: &str = "resilient_tx.commit_counters";
 
-/// The runtime's tables of one `Db`, and whether each is known to exist.
+/// The runtime's tables of one `Db`, and whether each can be used.
 #[derive(Debug)]
 pub(crate) struct Tables {
     pub(crate) keys: KeyTable,
     pub(crate) markers: MarkerTable,
     pub(crate) counters: CounterTable,
-    keys_ready: OnceCell<()>,
-    markers_ready: OnceCell<()>,
-    counters_ready: OnceCell<()>,
+    keys_ready: Readiness,
+    markers_ready: Readiness,
+    counters_ready: Readiness,
 }
 
 impl Tables {
@@ -49,57 +53,54 @@ impl Tables {
             keys: KeyTable::new(keys),
             markers: MarkerTable::new(markers),
             counters: CounterTable::new(counters),
-            keys_ready: OnceCell::new(),
-            markers_ready: OnceCell::new(),
-            counters_ready: OnceCell::new(),
+            keys_ready: Readiness::default(),
+            markers_ready: Readiness::default(),
+            counters_ready: Readiness::default(),
         })
     }
 
-    /// Creates the idempotency table if it does not exist, once per `Db`.
-    pub(crate) async fn ensure_keys(&self, pool: &Pool, bound: Duration) -> Result<(), TxError> {
-        self.keys_ready
-            .get_or_try_init(|| create(pool, &self.keys.create, bound))
-            .await
-            .map(|_| ())
+    /// Whether keyed calls can use the idempotency table, and in which shape (an
+    /// older one has no fingerprints), within `bound`; creates or upgrades it when
+    /// needed and allowed. Looked up once per `Db`; a table that cannot be used is
+    /// looked up again after [`readiness::RECHECK`].
+    pub(crate) async fn ensure_keys(&self, pool: &Pool, bound: Duration) -> Result<Shape, TxError> {
+        self.keys_ready.ensure(&self.keys.spec, pool, bound).await
     }
 
-    /// Creates the commit marker table if it does not exist, once per `Db`.
+    /// Whether commit verification can use the marker table, within `bound`; creates
+    /// it when missing and allowed. Remembered like [`Tables::ensure_keys`].
     pub(crate) async fn ensure_markers(&self, pool: &Pool, bound: Duration) -> Result<(), TxError> {
         self.markers_ready
-            .get_or_try_init(|| create(pool, &self.markers.create, bound))
+            .ensure(&self.markers.spec, pool, bound)
             .await
             .map(|_| ())
     }
 
-    /// Creates the commit counter table if it does not exist, once per `Db`.
+    /// Whether commit verification can use the counter table, within `bound`;
+    /// creates it when missing and allowed. Remembered like [`Tables::ensure_keys`].
     pub(crate) async fn ensure_counters(
         &self,
         pool: &Pool,
         bound: Duration,
     ) -> Result<(), TxError> {
         self.counters_ready
-            .get_or_try_init(|| create(pool, &self.counters.create, bound))
+            .ensure(&self.counters.spec, pool, bound)
             .await
             .map(|_| ())
     }
-}
 
-/// Runs one table's DDL. Two processes creating the tables at once: one of them sees a
-/// unique violation on the catalog, and the next try finds them created.
-async fn create(pool: &Pool, sql: &str, bound: Duration) -> Result<(), TxError> {
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        let mut session = pool.session(bound).await?;
-        match session.batch_execute(sql, bound).await {
-            Ok(()) => return Ok(()),
-            Err(error) => {
-                let concurrent = error.sqlstate().is_some_and(|s| s.code() == "23505");
-                if tries >= 3 || !(concurrent || error.is_transient()) {
-                    return Err(error);
-                }
-            }
-        }
+    /// Creates every table, or brings it to this version's shape, now; fails with a
+    /// sentence naming what is missing when the role may not.
+    pub(crate) async fn migrate(&self, pool: &Pool, bound: Duration) -> Result<(), TxError> {
+        self.keys_ready
+            .migrate(&self.keys.spec, pool, bound)
+            .await?;
+        self.counters_ready
+            .migrate(&self.counters.spec, pool, bound)
+            .await?;
+        self.markers_ready
+            .migrate(&self.markers.spec, pool, bound)
+            .await
     }
 }
 
@@ -187,6 +188,35 @@ mod tests {
             "{}",
             error.message()
         );
+    }
+
+    /// The SQL the guide prints for least-privilege deployments is the SQL the
+    /// runtime runs, statement by statement (whitespace aside).
+    #[test]
+    fn the_guide_prints_the_ddl_the_runtime_runs() {
+        let guide = include_str!("../../../resilient-tx/docs/guide.md");
+        let flat = |sql: &str| sql.split_whitespace().collect::<Vec<_>>().join(" ");
+        let guide = flat(guide);
+        let tables = Tables::new(
+            DEFAULT_KEY_TABLE,
+            DEFAULT_MARKER_TABLE,
+            DEFAULT_COUNTER_TABLE,
+        )
+        .expect("default names");
+        let mut ddl = vec![
+            tables.keys.spec.create.clone(),
+            tables.counters.spec.create.clone(),
+            tables.markers.spec.create.clone(),
+        ];
+        ddl.extend(tables.keys.spec.column.iter().map(|c| c.add.clone()));
+        for sql in &ddl {
+            for statement in sql.split(';').map(flat).filter(|s| !s.is_empty()) {
+                assert!(
+                    guide.contains(&format!("{statement};")),
+                    "the guide lacks: {statement};"
+                );
+            }
+        }
     }
 
     #[test]

@@ -24,6 +24,6 @@ mod test_certs;
 
 pub(crate) use connector::TlsConnector;
 pub(crate) use diagnose::{
-    describe_tls_failure, fallback_after, is_certificate_rejected, server_lacks_tls,
+    describe_tls_failure, fallback_after, is_certificate_rejected, refused_by_hba, server_lacks_tls,
 };
 pub(crate) use params::{SslMode, TlsParams, split_tls_params};

@@ -1,382 +1,206 @@
-//! Throughput of one small write transaction (UPDATE, SELECT, INSERT) run several
-//! ways on the same local server, interleaved in one run so they share its conditions:
+//! Throughput of one small write transaction (UPDATE, SELECT, INSERT) and of one
+//! read, run several ways against the same local servers, interleaved in one run so
+//! they share its conditions:
 //!
-//! * `#[retriable_tx]` — the code a user writes with resilient-tx;
+//! * `#[retriable_tx]` — the code a user writes with resilient-tx — once per way of
+//!   verifying commits (`contenders::VERIFICATIONS`), and once with its statement
+//!   cache off (every statement sent unnamed, parsed each time);
 //! * hand-written bb8-postgres — checkout (a ping), `transaction()`, unprepared
 //!   statements, `commit()`;
 //! * hand-written deadpool-postgres — checkout without a ping, `prepare_cached`;
-//! * `#[retriable_tx]` with commit verification off, and with verification by
-//!   transaction status instead of the default marker row, to price each.
+//! * hand-written sqlx — `PgPool` with its defaults (a ping on acquire, its statement
+//!   cache), `begin()`, `commit()`;
+//! * `#[retriable_tx]` and deadpool-postgres over TLS, on a TLS-only server of its
+//!   own (the certificate and host name verified).
 //!
-//! Then the same with 1 ms of latency added each way by the testkit's proxy, where
-//! every round trip counts; and a transaction that only reads, with each way of
-//! verifying commits, since what verification costs depends on whether the
-//! transaction wrote. Prints transactions per second, ratios, and the CPU time one
-//! transaction costs the client and the server (see `cpu.rs`).
-//! Run: `cargo bench -p resilient-tx-testkit --bench throughput`.
+//! Then the writes with 1 ms of latency added each way by the testkit's proxy, where
+//! every round trip counts. Each table prints transactions per second, ratios, the
+//! CPU time one transaction costs the client and the server (see `cpu.rs`) and the
+//! WAL it writes; after the run, what the runtime's tables (commit markers) weigh.
+//! Run: `cargo bench -p resilient-tx-testkit --bench throughput`
+//! (`BENCH_PERIOD_MS` sets the length of a round, 2000 by default).
 
+mod contenders;
 mod cpu;
+mod measure;
+mod server;
+mod work;
 
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use deadpool_postgres::{ManagerConfig, RecyclingMethod, Runtime};
-use resilient_tx::{CommitVerification, Db, Tx, TxError, retriable_tx};
-use resilient_tx_testkit::{FaultProxy, PgCluster};
-use tokio_postgres::NoTls;
+use resilient_tx::CommitVerification;
+use resilient_tx_testkit::{FaultProxy, PgCluster, SUPERUSER};
 
-use crate::cpu::CpuTime;
+use crate::contenders::{Contender, Target, VERIFICATIONS, Work};
+use crate::measure::{Table, measure, print_cost};
+use crate::server::Server;
 
-const TASKS: usize = 16;
-const POOL_SIZE: u32 = 8;
-const ROUNDS: usize = 5;
+const WRITE: &str = "#[retriable_tx]";
+const READ: &str = "#[retriable_tx] read";
 
-const UPDATE: &str = "UPDATE bench_counters SET n = n + 1 WHERE id = $1";
-const SELECT: &str = "SELECT n FROM bench_counters WHERE id = $1";
-const INSERT: &str = "INSERT INTO bench_log(counter, n) VALUES ($1, $2)";
-
-#[retriable_tx]
-async fn bump(tx: &mut Tx<'_>, id: i32) -> Result<i64, TxError> {
-    tx.execute(UPDATE, &[&id]).await?;
-    let n: i64 = tx.query_one(SELECT, &[&id]).await?.get(0);
-    tx.execute(INSERT, &[&id, &n]).await?;
-    Ok(n)
+/// The TLS-only server, reached two ways.
+struct Tls {
+    /// `sslmode=verify-full`, for the runtime.
+    verify_full: Target,
+    /// `sslmode=require`, for tokio-postgres with a verifying rustls connector.
+    require: Target,
+    /// The authority that signed the server's certificate.
+    ca: PathBuf,
 }
 
-/// The read-only-in-effect transaction: not declared `read_only`, so commit
-/// verification is on for it, as for most reads in an application.
-#[retriable_tx]
-async fn peek(tx: &mut Tx<'_>, id: i32) -> Result<i64, TxError> {
-    Ok(tx.query_one(SELECT, &[&id]).await?.get(0))
+/// The name of the `#[retriable_tx]` row verified by `verification`.
+fn row(prefix: &str, verification: CommitVerification) -> String {
+    let (method, _) = VERIFICATIONS
+        .iter()
+        .find(|(_, v)| *v == verification)
+        .expect("every verification priced has a row");
+    format!("{prefix}, {method}")
 }
 
-type Bb8Pool = bb8::Pool<bb8_postgres::PostgresConnectionManager<NoTls>>;
-
-async fn bump_bb8(pool: &Bb8Pool, id: i32) -> Result<i64, Box<dyn std::error::Error>> {
-    let mut conn = pool.get().await?;
-    let tx = conn.transaction().await?;
-    tx.execute(UPDATE, &[&id]).await?;
-    let n: i64 = tx.query_one(SELECT, &[&id]).await?.get(0);
-    tx.execute(INSERT, &[&id, &n]).await?;
-    tx.commit().await?;
-    Ok(n)
-}
-
-async fn bump_deadpool(
-    pool: &deadpool_postgres::Pool,
-    id: i32,
-) -> Result<i64, Box<dyn std::error::Error>> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    let update = tx.prepare_cached(UPDATE).await?;
-    let select = tx.prepare_cached(SELECT).await?;
-    let insert = tx.prepare_cached(INSERT).await?;
-    tx.execute(&update, &[&id]).await?;
-    let n: i64 = tx.query_one(&select, &[&id]).await?.get(0);
-    tx.execute(&insert, &[&id, &n]).await?;
-    tx.commit().await?;
-    Ok(n)
-}
-
-/// Who runs the transactions.
-#[derive(Clone)]
-enum Runner {
-    Retriable(Db),
-    Bb8(Bb8Pool),
-    Deadpool(deadpool_postgres::Pool),
-}
-
-/// What each transaction does.
-#[derive(Clone, Copy)]
-enum Work {
-    Write,
-    Read,
-}
-
-/// One line of a table.
-#[derive(Clone)]
-struct Contender {
-    name: &'static str,
-    runner: Runner,
-    work: Work,
-}
-
-impl Contender {
-    async fn once(&self, id: i32) -> bool {
-        match (&self.runner, self.work) {
-            (Runner::Retriable(db), Work::Write) => bump(db, id).await.is_ok(),
-            (Runner::Retriable(db), Work::Read) => peek(db, id).await.is_ok(),
-            (Runner::Bb8(pool), _) => bump_bb8(pool, id).await.is_ok(),
-            (Runner::Deadpool(pool), _) => bump_deadpool(pool, id).await.is_ok(),
+/// Each verification's cost against verification off.
+fn print_verification_costs(table: &Table, prefix: &str) {
+    let off = row(prefix, CommitVerification::Off);
+    for &(method, verification) in VERIFICATIONS {
+        if verification != CommitVerification::Off {
+            let priced = row(prefix, verification);
+            print_cost(table, &format!("{prefix}, {method}"), &priced, &off);
         }
     }
-
-    /// Runs `TASKS` workers for `period`; returns transactions done.
-    async fn run(&self, period: Duration) -> u64 {
-        let done = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let workers: Vec<_> = (0..TASKS)
-            .map(|task| {
-                let (this, done, stop) = (self.clone(), done.clone(), stop.clone());
-                tokio::spawn(async move {
-                    let id = task as i32 + 1;
-                    while !stop.load(Ordering::Relaxed) {
-                        assert!(this.once(id).await, "benchmark transaction failed");
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                })
-            })
-            .collect();
-        tokio::time::sleep(period).await;
-        stop.store(true, Ordering::Relaxed);
-        for worker in workers {
-            worker.await.expect("worker");
-        }
-        done.load(Ordering::Relaxed)
-    }
 }
 
-/// The pools, one per way of running.
-struct Pools {
-    marker_row: Db,
-    off: Db,
-    by_status: Db,
-    bb8: Bb8Pool,
-    deadpool: deadpool_postgres::Pool,
-}
-
-impl Pools {
-    async fn new(url: &str) -> Pools {
-        let db_with = async |verification| {
-            Db::builder(url)
-                .max_size(POOL_SIZE)
-                .commit_verification(verification)
-                .build()
-                .await
-                .expect("Db")
-        };
-        let bb8 = bb8::Pool::builder()
-            .max_size(POOL_SIZE)
-            .build(
-                bb8_postgres::PostgresConnectionManager::new_from_stringlike(url, NoTls)
-                    .expect("url"),
+/// The write table: every library on `target`, and over TLS when given.
+async fn writes(label: &str, target: &Target, tls: Option<&Tls>, period: Duration) {
+    let default = row(WRITE, CommitVerification::default());
+    let uncached = format!("{WRITE}, no statement cache");
+    let mut rows = Contender::per_verification(WRITE, target, Work::Write).await;
+    rows.extend([
+        Contender::retriable(&*uncached, target, Work::Write, Default::default(), false).await,
+        Contender::bb8("bb8-postgres", target, Work::Write).await,
+        Contender::deadpool("deadpool-postgres", target, Work::Write, None).await,
+        Contender::sqlx("sqlx", target, Work::Write).await,
+    ]);
+    let (tls_write, tls_deadpool) = (format!("{WRITE} over TLS"), "deadpool-postgres over TLS");
+    if let Some(tls) = tls {
+        rows.extend([
+            Contender::retriable(
+                &*tls_write,
+                &tls.verify_full,
+                Work::Write,
+                Default::default(),
+                true,
             )
-            .await
-            .expect("bb8 pool");
-        let mut config = deadpool_postgres::Config::new();
-        config.url = Some(url.to_owned());
-        config.manager = Some(ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        });
-        config.pool = Some(deadpool_postgres::PoolConfig::new(POOL_SIZE as usize));
-        let deadpool = config
-            .create_pool(Some(Runtime::Tokio1), NoTls)
-            .expect("deadpool");
-        Pools {
-            marker_row: db_with(CommitVerification::default()).await,
-            off: db_with(CommitVerification::Off).await,
-            by_status: db_with(CommitVerification::TransactionId).await,
-            bb8,
-            deadpool,
-        }
+            .await,
+            Contender::deadpool(tls_deadpool, &tls.require, Work::Write, Some(&tls.ca)).await,
+        ]);
     }
-
-    /// The write transaction, every way: the default first, verification off fourth.
-    fn writes(&self) -> Vec<Contender> {
-        let write = |name, runner| Contender {
-            name,
-            runner,
-            work: Work::Write,
-        };
-        vec![
-            write(
-                "#[retriable_tx]",
-                Runner::Retriable(self.marker_row.clone()),
-            ),
-            write("bb8-postgres (hand-written)", Runner::Bb8(self.bb8.clone())),
-            write(
-                "deadpool-postgres + prepare_cached",
-                Runner::Deadpool(self.deadpool.clone()),
-            ),
-            write(
-                "#[retriable_tx], verification off",
-                Runner::Retriable(self.off.clone()),
-            ),
-            write(
-                "#[retriable_tx], by transaction status",
-                Runner::Retriable(self.by_status.clone()),
-            ),
-        ]
-    }
-
-    /// The read transaction with each verification: the default first, off second.
-    fn reads(&self) -> Vec<Contender> {
-        let read = |name, db: &Db| Contender {
-            name,
-            runner: Runner::Retriable(db.clone()),
-            work: Work::Read,
-        };
-        vec![
-            read("#[retriable_tx] read", &self.marker_row),
-            read("#[retriable_tx] read, verification off", &self.off),
-            read(
-                "#[retriable_tx] read, by transaction status",
-                &self.by_status,
-            ),
-        ]
-    }
-}
-
-/// What one contender did over all rounds.
-#[derive(Clone, Copy, Default)]
-struct Tally {
-    transactions: u64,
-    elapsed: Duration,
-    cpu: Option<CpuTime>,
-}
-
-impl Tally {
-    fn per_second(&self) -> f64 {
-        self.transactions as f64 / self.elapsed.as_secs_f64()
-    }
-
-    /// Microseconds of CPU per transaction: (client, server).
-    fn cpu_per_transaction(&self) -> Option<(f64, f64)> {
-        let per_tx = |d: Duration| d.as_secs_f64() * 1e6 / self.transactions.max(1) as f64;
-        self.cpu.map(|c| (per_tx(c.client), per_tx(c.server)))
-    }
-}
-
-/// Runs `contenders` in interleaved rounds and prints a table; returns the tallies.
-async fn measure(
-    label: &str,
-    contenders: &[Contender],
-    postmaster: u32,
-    period: Duration,
-) -> Vec<Tally> {
-    // Warm every pool and statement cache before measuring.
-    for contender in contenders {
-        contender.run(Duration::from_millis(300)).await;
-    }
-    let mut tallies = vec![
-        Tally {
-            cpu: Some(CpuTime::default()),
-            ..Tally::default()
-        };
-        contenders.len()
-    ];
-    for _ in 0..ROUNDS {
-        for (contender, tally) in contenders.iter().zip(&mut tallies) {
-            let (started, cpu_before) = (Instant::now(), CpuTime::now(postmaster));
-            tally.transactions += contender.run(period).await;
-            tally.elapsed += started.elapsed();
-            let used = CpuTime::now(postmaster)
-                .zip(cpu_before)
-                .map(|(after, before)| after.since(before));
-            tally.cpu = tally.cpu.zip(used).map(|(sum, used)| sum + used);
-        }
-    }
-    println!(
-        "\n{label} ({TASKS} tasks, pool of {POOL_SIZE}, {ROUNDS} interleaved rounds of {period:?})"
-    );
-    println!(
-        "{:<44} {:>8} {:>9} {:>24}",
-        "contender", "tx/s", "vs first", "CPU µs/tx client+server"
-    );
-    for (contender, tally) in contenders.iter().zip(&tallies) {
-        let cpu = tally
-            .cpu_per_transaction()
-            .map(|(client, server)| format!("{:.0} = {client:.0} + {server:.0}", client + server))
-            .unwrap_or_else(|| "n/a".to_owned());
-        println!(
-            "{:<44} {:>8.0} {:>8.2}x {:>24}",
-            contender.name,
-            tally.per_second(),
-            tally.per_second() / tallies[0].per_second(),
-            cpu,
+    let table = measure(label, &rows, period).await;
+    if let Some(tls) = tls {
+        // Still connected: the rows hold their pools.
+        let (encrypted, plain) = tls.verify_full.server.tcp_clients_by_encryption().await;
+        assert!(
+            encrypted > 0 && plain == 0,
+            "the TLS rows must run over TLS: {encrypted} connections encrypted, {plain} not"
         );
     }
-    tallies
+    print_verification_costs(&table, WRITE);
+    print_cost(&table, "a parse per statement", &uncached, &default);
+    if tls.is_some() {
+        print_cost(&table, "TLS, #[retriable_tx]", &tls_write, &default);
+        print_cost(
+            &table,
+            "TLS, deadpool-postgres",
+            tls_deadpool,
+            "deadpool-postgres",
+        );
+    }
 }
 
-/// Prints what `priced` costs against `baseline`: throughput lost, CPU added.
-fn print_cost(what: &str, priced: &Tally, baseline: &Tally) {
-    let cpu = match (priced.cpu_per_transaction(), baseline.cpu_per_transaction()) {
-        (Some((c, s)), Some((c0, s0))) => {
-            format!(
-                ", {:+.1}% CPU per transaction",
-                ((c + s) / (c0 + s0) - 1.0) * 100.0
-            )
+/// The read table on `target`.
+async fn reads(label: &str, target: &Target, period: Duration) {
+    let default = row(READ, CommitVerification::default());
+    let uncached = format!("{READ}, no statement cache");
+    let mut rows = Contender::per_verification(READ, target, Work::Read).await;
+    rows.extend([
+        Contender::retriable(&*uncached, target, Work::Read, Default::default(), false).await,
+        Contender::bb8("bb8-postgres read", target, Work::Read).await,
+        Contender::deadpool("deadpool-postgres read", target, Work::Read, None).await,
+        Contender::sqlx("sqlx read", target, Work::Read).await,
+    ]);
+    let table = measure(label, &rows, period).await;
+    print_verification_costs(&table, READ);
+    print_cost(&table, "a parse per statement", &uncached, &default);
+}
+
+/// What the runtime's own tables weigh after the run.
+async fn print_runtime_tables(servers: &[&Server]) {
+    println!("\nthe runtime's tables after the run");
+    for server in servers {
+        for table in server.runtime_tables().await {
+            println!(
+                "{}: {} holds {} rows in {} kB ({:.0} bytes a row, indexes included)",
+                server.name,
+                table.name,
+                table.rows,
+                table.bytes / 1024,
+                table.bytes as f64 / table.rows.max(1) as f64,
+            );
         }
-        _ => String::new(),
-    };
-    println!(
-        "{what}: {:.1}% of throughput{cpu}",
-        (1.0 - priced.per_second() / baseline.per_second()) * 100.0
-    );
-}
-
-/// The write table, with what each verification costs.
-async fn measure_writes(label: &str, url: &str, postmaster: u32, period: Duration) {
-    let pools = Pools::new(url).await;
-    let mut contenders = pools.writes();
-    // bb8 first: the ratios are against it.
-    contenders.swap(0, 1);
-    let t = measure(label, &contenders, postmaster, period).await;
-    print_cost(
-        "commit verification by marker row (the default)",
-        &t[1],
-        &t[3],
-    );
-    print_cost("commit verification by transaction status", &t[4], &t[3]);
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    // `cargo bench` passes `--bench`; with a filter that names nothing here, skip.
-    let cluster = PgCluster::start().await.expect("start PostgreSQL");
-    let admin = cluster.admin().await.expect("admin");
-    admin
-        .batch_execute(
-            "CREATE TABLE bench_counters(id int PRIMARY KEY, n bigint NOT NULL);
-             INSERT INTO bench_counters SELECT g, 0 FROM generate_series(1, 64) g;
-             CREATE TABLE bench_log(id bigserial PRIMARY KEY, counter int, n bigint);",
-        )
-        .await
-        .expect("schema");
     let period = std::env::var("BENCH_PERIOD_MS")
         .ok()
         .and_then(|v| v.parse().ok())
         .map(Duration::from_millis)
         .unwrap_or(Duration::from_secs(2));
 
-    let postmaster = cluster.server_pid().expect("the server runs");
-    measure_writes("local server", &cluster.url(), postmaster, period).await;
+    let cluster = PgCluster::start().await.expect("start PostgreSQL");
+    let tls_cluster = PgCluster::builder()
+        .tls()
+        .start()
+        .await
+        .expect("start a TLS-only PostgreSQL");
+    let local = Arc::new(Server::new("local server", &cluster).await);
+    let tls_server = Arc::new(Server::new("TLS-only server", &tls_cluster).await);
 
-    let pools = Pools::new(&cluster.url()).await;
-    let reads = pools.reads();
-    let t = measure("local server, reads", &reads, postmaster, period).await;
-    print_cost(
-        "reads, commit verification by marker row (the default)",
-        &t[0],
-        &t[1],
+    let plain = Target {
+        url: cluster.url(),
+        server: Arc::clone(&local),
+    };
+    let ca = tls_cluster.tls().expect("a TLS-only cluster").ca_cert();
+    // `localhost`: the name the server's certificate is for.
+    let tls_url = format!(
+        "postgres://{SUPERUSER}@localhost:{}/postgres",
+        tls_cluster.port()
     );
-    print_cost(
-        "reads, commit verification by transaction status",
-        &t[2],
-        &t[1],
-    );
+    let tls = Tls {
+        verify_full: Target {
+            url: format!("{tls_url}?sslmode=verify-full&sslrootcert={}", ca.display()),
+            server: Arc::clone(&tls_server),
+        },
+        require: Target {
+            url: format!("{tls_url}?sslmode=require"),
+            server: Arc::clone(&tls_server),
+        },
+        ca: ca.to_path_buf(),
+    };
+
+    writes("local server", &plain, Some(&tls), period).await;
+    reads("local server, reads", &plain, period).await;
 
     let proxy = FaultProxy::start(cluster.socket_addr())
         .await
         .expect("proxy");
     proxy.latency(Duration::from_millis(1));
-    measure_writes(
-        "1 ms added each way",
-        &cluster.url_via(&proxy),
-        postmaster,
-        period,
-    )
-    .await;
+    let delayed = Target {
+        url: cluster.url_via(&proxy),
+        server: Arc::clone(&local),
+    };
+    writes("1 ms added each way", &delayed, None, period).await;
+
+    print_runtime_tables(&[&local, &tls_server]).await;
 }

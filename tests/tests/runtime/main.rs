@@ -2,6 +2,7 @@
 //! each test named after the behaviour it proves.
 
 mod cancellation;
+mod commit_marks;
 mod common;
 mod config;
 mod conflicts;
@@ -9,8 +10,12 @@ mod connection_loss;
 mod failover;
 mod health;
 mod idempotency;
+mod key_reuse;
+mod least_privilege;
+mod pgbouncer;
 mod replicated;
 mod safety;
 mod statements;
+mod tls;
 mod verification;
 mod wrapped_errors;

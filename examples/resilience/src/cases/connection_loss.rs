@@ -7,7 +7,8 @@ use resilient_tx_testkit::{FaultProxy, PgCluster};
 use tokio::time::Instant;
 
 use crate::harness::{
-    App, CaseResult, Recorder, Reply, backends, config, names, poll, registry, stop, tally,
+    App, CaseResult, Recorder, Reply, backends, check_encrypted, config, names, poll, registry,
+    start_cluster, stop, tally, url, url_via,
 };
 use crate::text::secs;
 
@@ -30,8 +31,8 @@ async fn probes_until_ready(app: &App, most: u32) -> (u32, Reply) {
 /// CL-01.
 pub(crate) async fn database_shutdown(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL and the gateway");
-    let cluster = PgCluster::start().await?;
-    let mut settings = config(&cluster.url(), "gw-cl01");
+    let cluster = start_cluster().await?;
+    let mut settings = config(&url(&cluster), "gw-cl01");
     settings.deadline = Duration::from_secs(4);
     let deadline = settings.deadline;
     let app = App::start(rec, settings).await?;
@@ -138,9 +139,9 @@ pub(crate) async fn database_shutdown(rec: &Recorder) -> CaseResult {
 /// CL-02.
 pub(crate) async fn network_partition(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL, a fault proxy and the gateway behind it");
-    let cluster = PgCluster::start().await?;
+    let cluster = start_cluster().await?;
     let proxy = FaultProxy::start(cluster.socket_addr()).await?;
-    let mut settings = config(&cluster.url_via(&proxy), "gw-cl02");
+    let mut settings = config(&url_via(&cluster, &proxy), "gw-cl02");
     settings.statement_timeout = Some(Duration::from_secs(1));
     settings.deadline = Duration::from_secs(3);
     let deadline = settings.deadline;
@@ -150,6 +151,7 @@ pub(crate) async fn network_partition(rec: &Recorder) -> CaseResult {
     if before.status != 201 {
         return Err(stop(format!("the first create failed: {}", before.brief())));
     }
+    check_encrypted(rec, &cluster, "gw-cl02", "server, through the proxy").await?;
 
     rec.step("partition: the proxy swallows all traffic, in both directions");
     rec.fault_begins("network partition (blackhole)");
@@ -223,8 +225,8 @@ pub(crate) async fn network_partition(rec: &Recorder) -> CaseResult {
 /// CL-03.
 pub(crate) async fn connection_drop(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL and the gateway");
-    let cluster = PgCluster::start().await?;
-    let settings = config(&cluster.url(), "gw-cl03");
+    let cluster = start_cluster().await?;
+    let settings = config(&url(&cluster), "gw-cl03");
     let app = App::start(rec, settings).await?;
     app.wait_ready(Duration::from_secs(30)).await?;
     app.http.set_accounts(&[]).await?;
@@ -378,9 +380,9 @@ pub(crate) async fn refill(
 /// CL-04.
 pub(crate) async fn slow_network(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL, a fault proxy and the gateway behind it");
-    let cluster = PgCluster::start().await?;
+    let cluster = start_cluster().await?;
     let proxy = FaultProxy::start(cluster.socket_addr()).await?;
-    let mut settings = config(&cluster.url_via(&proxy), "gw-cl04");
+    let mut settings = config(&url_via(&cluster, &proxy), "gw-cl04");
     // A 1 s statement timeout makes a 1.5 s attempt timer; a 2 s deadline leaves room
     // for one attempt and the start of a second.
     settings.statement_timeout = Some(Duration::from_secs(1));

@@ -7,8 +7,8 @@ use resilient_tx_testkit::{FaultProxy, PgCluster};
 use tokio::time::Instant;
 
 use crate::harness::{
-    App, CaseError, CaseResult, Recorder, Reply, WriteRecord, Writer, check_writes, config,
-    multi_host_url, names, poll, registry, stop, tally,
+    App, CaseError, CaseResult, Recorder, Reply, WriteRecord, Writer, check_encrypted,
+    check_writes, config, multi_host_url, names, poll, registry, start_cluster, stop, tally, url,
 };
 use crate::text::secs;
 
@@ -41,9 +41,9 @@ fn longest_gap(records: &[WriteRecord], from: Instant) -> Duration {
 /// FO-01.
 pub(crate) async fn primary_failure(rec: &Recorder) -> CaseResult {
     rec.step("starting a primary and a streaming replica");
-    let primary = PgCluster::start().await?;
+    let primary = start_cluster().await?;
     let replica = primary.create_replica().await?;
-    let url = multi_host_url(&[primary.port(), replica.port()]);
+    let url = multi_host_url(&primary, &[primary.port(), replica.port()]);
     let mut settings = config(&url, "gw-fo01");
     settings.deadline = Duration::from_secs(10);
     settings.retries = 30;
@@ -139,10 +139,10 @@ pub(crate) async fn primary_failure(rec: &Recorder) -> CaseResult {
 /// FO-02.
 pub(crate) async fn replica_lag(rec: &Recorder) -> CaseResult {
     rec.step("starting a primary, a streaming replica, and the gateway reading from the replica");
-    let primary = PgCluster::start().await?;
+    let primary = start_cluster().await?;
     let replica = primary.create_replica().await?;
-    let mut settings = config(&primary.url(), "gw-fo02");
-    settings.database_replica_url = Some(replica.url());
+    let mut settings = config(&url(&primary), "gw-fo02");
+    settings.database_replica_url = Some(url(&replica));
     let app = App::start(rec, settings).await?;
     app.wait_ready(Duration::from_secs(30)).await?;
     const ACCOUNTS: i64 = 10;
@@ -164,6 +164,8 @@ pub(crate) async fn replica_lag(rec: &Recorder) -> CaseResult {
             listed.brief()
         ),
     );
+    check_encrypted(rec, &primary, "gw-fo02", "primary").await?;
+    check_encrypted(rec, &replica, "gw-fo02", "replica").await?;
 
     rec.step("pausing replay on the replica: it lags behind the primary");
     let replica_admin = replica.admin().await?;
@@ -377,11 +379,11 @@ pub(crate) enum Isolation {
 /// FO-03.
 pub(crate) async fn split_brain(rec: &Recorder, isolation: Isolation) -> CaseResult {
     rec.step("starting primary A, its streaming replica B, and a proxy in front of A");
-    let a = PgCluster::start().await?;
+    let a = start_cluster().await?;
     let b = a.create_replica().await?;
     let proxy_a = FaultProxy::start(a.socket_addr()).await?;
     // A first: new connections try the old primary before the new one, every time.
-    let url = multi_host_url(&[proxy_a.port(), b.port()]);
+    let url = multi_host_url(&a, &[proxy_a.port(), b.port()]);
     let mut settings = config(&url, "gw-fo03");
     settings.deadline = Duration::from_secs(15);
     settings.retries = 60;

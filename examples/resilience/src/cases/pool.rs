@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
-use resilient_tx_testkit::PgCluster;
 use tokio::time::Instant;
 
 use super::connection_loss::refill;
-use crate::harness::{App, CaseResult, Http, Recorder, Reply, backends, config, poll, stop, tally};
+use crate::harness::{
+    App, CaseResult, Http, Recorder, Reply, backends, config, poll, start_cluster, stop, tally, url,
+};
 use crate::text::secs;
 
 /// Runs `n` transactions of `seconds` at once; their answers.
@@ -35,8 +36,8 @@ async fn concurrent_sleeps(
 /// CP-01.
 pub(crate) async fn exhaustion(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL and the gateway (pool: 5 kept, 15 at most, 1.5 s pool timeout)");
-    let cluster = PgCluster::start().await?;
-    let mut settings = config(&cluster.url(), "gw-cp01");
+    let cluster = start_cluster().await?;
+    let mut settings = config(&url(&cluster), "gw-cp01");
     settings.pool.pool_timeout = Duration::from_millis(1500);
     settings.statement_timeout = Some(Duration::from_secs(10));
     settings.deadline = Duration::from_secs(15);
@@ -156,8 +157,8 @@ pub(crate) async fn exhaustion(rec: &Recorder) -> CaseResult {
 /// CP-02.
 pub(crate) async fn stale_connections(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL and the gateway");
-    let cluster = PgCluster::start().await?;
-    let settings = config(&cluster.url(), "gw-cp02");
+    let cluster = start_cluster().await?;
+    let settings = config(&url(&cluster), "gw-cp02");
     let app = App::start(rec, settings).await?;
     app.wait_ready(Duration::from_secs(30)).await?;
     app.http.set_accounts(&[]).await?;
@@ -245,8 +246,8 @@ pub(crate) async fn stale_connections(rec: &Recorder) -> CaseResult {
 /// CP-03.
 pub(crate) async fn recovery(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL and the gateway (pool: 5 kept)");
-    let cluster = PgCluster::start().await?;
-    let settings = config(&cluster.url(), "gw-cp03");
+    let cluster = start_cluster().await?;
+    let settings = config(&url(&cluster), "gw-cp03");
     let app = App::start(rec, settings).await?;
     app.wait_ready(Duration::from_secs(30)).await?;
     let initial = refill(&app, &cluster, Duration::from_secs(20)).await?;

@@ -8,7 +8,8 @@ use tokio::time::Instant;
 
 use crate::expected_logs;
 use crate::harness::{
-    App, CaseError, CaseResult, Recorder, backends, balances, config, poll, registry, scalar, stop,
+    App, CaseError, CaseResult, Recorder, backends, balances, config, poll, registry, scalar,
+    start_cluster, start_from, stop, tls_on, url, url_via,
 };
 use crate::text::secs;
 
@@ -41,11 +42,8 @@ async fn row_lock_free(cluster: &PgCluster, id: i64) -> Result<bool, CaseError> 
 /// TX-01.
 pub(crate) async fn deadlock(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL (deadlock_timeout 200 ms) and the gateway");
-    let cluster = PgCluster::builder()
-        .setting("deadlock_timeout", "200ms")
-        .start()
-        .await?;
-    let mut settings = config(&cluster.url(), "gw-tx01");
+    let cluster = start_from(PgCluster::builder().setting("deadlock_timeout", "200ms")).await?;
+    let mut settings = config(&url(&cluster), "gw-tx01");
     settings.statement_timeout = Some(Duration::from_secs(5));
     settings.deadline = Duration::from_secs(15);
     let app = App::start(rec, settings).await?;
@@ -147,8 +145,8 @@ pub(crate) async fn deadlock(rec: &Recorder) -> CaseResult {
 /// TX-02.
 pub(crate) async fn long_transaction(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL and the gateway (1 s statement timeout, 3 s deadline)");
-    let cluster = PgCluster::start().await?;
-    let mut settings = config(&cluster.url(), "gw-tx02");
+    let cluster = start_cluster().await?;
+    let mut settings = config(&url(&cluster), "gw-tx02");
     settings.statement_timeout = Some(Duration::from_secs(1));
     settings.deadline = Duration::from_secs(3);
     let deadline = settings.deadline;
@@ -289,9 +287,16 @@ fn cuts_since(before: CutCounts, after: CutCounts) -> CutCounts {
 /// TX-03.
 pub(crate) async fn mid_transaction_failure(rec: &Recorder) -> CaseResult {
     rec.step("starting PostgreSQL, the cut proxy, and the gateway behind it (one connection)");
+    if tls_on() {
+        rec.step(
+            "in plain text although TLS was asked for: the proxy cuts at exact points of the \
+             protocol, which it must read, and TLS hides it",
+        );
+    }
+    // Always plain text, for the same reason.
     let cluster = PgCluster::start().await?;
     let proxy = FaultProxy::start(cluster.socket_addr()).await?;
-    let mut settings = config(&cluster.url_via(&proxy), "gw-tx03");
+    let mut settings = config(&url_via(&cluster, &proxy), "gw-tx03");
     // One connection: a cut connection leaves none, so refusing new ones makes every
     // retry fail until the deadline, the client's clean failure.
     settings.pool.min_idle = 1;

@@ -32,16 +32,6 @@ pub(crate) fn config(url: &str, application_name: &str) -> Config {
     config
 }
 
-/// A libpq URL listing several servers, of which connections take the first that
-/// accepts writes.
-pub(crate) fn multi_host_url(ports: &[u16]) -> String {
-    let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    format!(
-        "postgres://postgres@{}/postgres?target_session_attrs=read-write",
-        hosts.join(",")
-    )
-}
-
 /// The gateway under test, in-process, and a client for it.
 #[derive(Debug)]
 pub(crate) struct App {

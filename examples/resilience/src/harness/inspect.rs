@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use resilient_tx::tokio_postgres::{self, Client, NoTls};
 use resilient_tx_testkit::PgCluster;
 
+use super::recorder::Recorder;
 use super::{CaseError, stop};
 
 /// How long a connection behind the gateway's back may take to open.
@@ -45,6 +46,38 @@ pub(crate) async fn backends(
         )
         .await?;
     Ok((row.try_get(0)?, row.try_get(1)?))
+}
+
+/// On a TLS-only server, checks that every connection the gateway named
+/// `application_name` has on `cluster` (the `role`, for the record) is encrypted; on a
+/// plain-text server, nothing.
+pub(crate) async fn check_encrypted(
+    rec: &Recorder,
+    cluster: &PgCluster,
+    application_name: &str,
+    role: &str,
+) -> Result<(), CaseError> {
+    if cluster.tls().is_none() {
+        return Ok(());
+    }
+    let admin = cluster.admin().await?;
+    let row = admin
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_activity a \
+             JOIN pg_stat_ssl s USING (pid) \
+             WHERE a.backend_type = 'client backend' AND a.application_name = $1",
+            &[&application_name],
+        )
+        .await?;
+    let (connections, encrypted): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+    rec.check(
+        connections > 0 && encrypted == connections,
+        format!(
+            "over TLS (sslmode=verify-full): the gateway's connections to the {role}: \
+             {encrypted} of {connections} encrypted"
+        ),
+    );
+    Ok(())
 }
 
 /// Every server row of the registry on `cluster`, by name: its id.

@@ -1,8 +1,12 @@
-//! Counters of what the runtime did, and the snapshot callers read.
+//! Counters of what the runtime did, and the snapshot callers read. Each recording
+//! method also emits the event through the facade when the `metrics` feature is on;
+//! the labels it takes (a function's name, a pool's) are for that.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::error::Failure;
+use super::emit::{self, Stopwatch};
+use super::names;
+use crate::error::{Failure, TxError};
 
 /// Monotonic counters shared by every clone of a `Db`.
 #[derive(Debug, Default)]
@@ -44,7 +48,8 @@ impl Counters {
     pub(crate) fn commit(&self) -> u64 {
         self.commits.fetch_add(1, Ordering::Relaxed) + 1
     }
-    pub(crate) fn retry(&self, failure: Failure) {
+    pub(crate) fn retry(&self, function: &'static str, failure: Failure) {
+        emit::retry(function, failure);
         match failure {
             Failure::ReadOnly => bump(&self.retries_read_only),
             Failure::ClientTimeout => bump(&self.retries_timeout),
@@ -54,44 +59,65 @@ impl Counters {
             _ => bump(&self.retries_conflict),
         }
     }
-    pub(crate) fn connection_opened(&self) {
+    /// A connection of `pool` was opened after connecting since `started`.
+    pub(crate) fn connection_opened(&self, pool: &'static str, started: &Stopwatch) {
+        emit::connection_opened(pool, started);
         bump(&self.connections_opened);
     }
-    pub(crate) fn connect_failed(&self) {
+    pub(crate) fn connect_failed(&self, pool: &'static str, failure: Failure) {
+        emit::connect_failed(pool, failure);
         bump(&self.connect_failures);
     }
-    pub(crate) fn connection_discarded(&self) {
+    pub(crate) fn connection_discarded(&self, pool: &'static str) {
+        emit::discarded(pool);
         bump(&self.connections_discarded);
     }
-    pub(crate) fn stale_connection_replaced(&self) {
+    pub(crate) fn stale_connection_replaced(&self, pool: &'static str) {
+        emit::stale_replaced(pool);
         bump(&self.stale_connections_replaced);
     }
     pub(crate) fn ambiguous_commit(&self) {
         bump(&self.ambiguous_commits);
     }
-    pub(crate) fn ambiguous_rerun(&self) {
+    pub(crate) fn ambiguous_rerun(&self, function: &'static str) {
+        emit::ambiguous(function, names::RERUN_IDEMPOTENT);
         bump(&self.ambiguous_rerun_idempotent);
     }
+    /// A non-idempotent call gave up on an ambiguous COMMIT. (The facade counts every
+    /// call that returns `CommitUnknown` as unresolved, in [`Counters::gave_up`].)
     pub(crate) fn ambiguous_unresolved(&self) {
         bump(&self.ambiguous_unresolved);
     }
-    pub(crate) fn ambiguous_checked_by_key(&self) {
+    pub(crate) fn ambiguous_checked_by_key(&self, function: &'static str) {
+        emit::ambiguous(function, names::CHECKED_BY_KEY);
         bump(&self.ambiguous_checked_by_key);
     }
-    pub(crate) fn ambiguous_verified(&self, committed: bool) {
+    pub(crate) fn ambiguous_verified(&self, function: &'static str, committed: bool) {
         if committed {
+            emit::ambiguous(function, names::VERIFIED_COMMITTED);
             bump(&self.ambiguous_verified_committed);
         } else {
+            emit::ambiguous(function, names::VERIFIED_NOT_COMMITTED);
             bump(&self.ambiguous_verified_not_committed);
         }
     }
-    pub(crate) fn stored_result_returned(&self) {
+    pub(crate) fn stored_result_returned(&self, function: &'static str) {
+        emit::stored_result(function);
         bump(&self.stored_results_returned);
     }
-    pub(crate) fn give_up(&self) {
-        bump(&self.give_ups);
+    /// A call returned `error` after `attempts` attempts: a give-up when it had
+    /// retried; an unresolved ambiguous COMMIT when the error is `CommitUnknown`.
+    pub(crate) fn gave_up(&self, function: &'static str, error: &TxError, attempts: u32) {
+        if attempts > 1 {
+            emit::give_up(function, error.kind());
+            bump(&self.give_ups);
+        }
+        if error.failure() == Failure::CommitUnknown {
+            emit::ambiguous(function, names::UNRESOLVED);
+        }
     }
-    pub(crate) fn budget_refusal(&self) {
+    pub(crate) fn budget_refusal(&self, function: &'static str) {
+        emit::budget_refusal(function);
         bump(&self.budget_refusals);
     }
 

@@ -12,108 +12,25 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, Row, SimpleQueryMessage, Statement};
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, Row, Statement};
+
+mod begin;
+mod mark;
+mod statement;
+
+pub(crate) use begin::begin_sql;
+pub(crate) use mark::CommitMark;
+pub use statement::{Params, QueryRef, TxStatement};
+
+use begin::{Failed, pipelined};
+use mark::mentions_notify;
+use statement::{Target, declare_types};
 
 use crate::classify::{Phase, client_timeout, to_tx_error};
-use crate::connection::{Backend, CommitCounter, PgConnection, declared_type, note_backend};
+use crate::connection::{Backend, CommitCounter, PgConnection, note_backend};
 use crate::error::{Failure, TxError};
-use crate::policy::Policy;
 use crate::pool::Pooled;
-
-/// How much longer than its statement timeout a transaction may sit idle on the server
-/// before the server ends it: past the client's attempt timer (the timeout plus half
-/// a second), so a live attempt is never cut short by it.
-const ORPHAN_MARGIN: Duration = Duration::from_millis(1500);
-
-/// Ends BEGIN's simple query when commit verification by transaction status needs the
-/// transaction's id.
-const NOTE_XID: &str = "SELECT pg_current_xact_id()";
-
-/// The BEGIN sent with the first statement: isolation, access mode, the statement
-/// timeout and, when `note_xid`, the `SELECT` that tells the transaction's id, in one
-/// simple query so none of it costs a round trip of its own.
-///
-/// The settings follow a plain `BEGIN` in a `SET TRANSACTION` of their own, rather
-/// than in BEGIN's options: should one fail (a standby refuses SERIALIZABLE), the
-/// transaction block is open and now aborted, so the statement sent in the same flight
-/// runs nothing. A failed `BEGIN ISOLATION LEVEL …` would open no block, and that
-/// statement would run, and commit, on its own.
-pub(crate) fn begin_sql(policy: &Policy, note_xid: bool) -> String {
-    let mut sql = String::from("BEGIN");
-    if policy.isolation.is_some() || policy.read_only {
-        sql.push_str("; SET TRANSACTION");
-        if let Some(isolation) = policy.isolation {
-            sql.push_str(" ISOLATION LEVEL ");
-            sql.push_str(isolation.as_sql());
-        }
-        if policy.read_only {
-            sql.push_str(" READ ONLY");
-        }
-    }
-    if let Some(timeout) = policy.timeout {
-        // The server's own bound on the attempt's statements, and on the transaction
-        // sitting idle: after a partition the server never hears that its client is
-        // gone, and without this an orphaned transaction keeps its locks until TCP
-        // keepalive ends the session. Past the attempt's timer (plus a margin) nobody
-        // waits for it any more.
-        sql.push_str(&format!(
-            "; SET LOCAL statement_timeout = {}; SET LOCAL idle_in_transaction_session_timeout = {}",
-            timeout.as_millis().max(1),
-            (timeout + ORPHAN_MARGIN).as_millis()
-        ));
-    }
-    if note_xid {
-        sql.push_str("; ");
-        sql.push_str(NOTE_XID);
-    }
-    sql
-}
-
-/// Something a [`Tx`] can run: SQL text (prepared once per connection and cached) or a
-/// statement prepared with [`Tx::prepare`].
-pub trait TxStatement: private::Sealed {
-    #[doc(hidden)]
-    fn as_query(&self) -> QueryRef<'_>;
-}
-
-/// What a [`TxStatement`] is, for the runtime.
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy)]
-pub enum QueryRef<'a> {
-    /// SQL text.
-    Sql(&'a str),
-    /// An already prepared statement.
-    Prepared(&'a Statement),
-}
-
-impl TxStatement for str {
-    fn as_query(&self) -> QueryRef<'_> {
-        QueryRef::Sql(self)
-    }
-}
-
-impl TxStatement for String {
-    fn as_query(&self) -> QueryRef<'_> {
-        QueryRef::Sql(self)
-    }
-}
-
-impl TxStatement for Statement {
-    fn as_query(&self) -> QueryRef<'_> {
-        QueryRef::Prepared(self)
-    }
-}
-
-mod private {
-    pub trait Sealed {}
-    impl Sealed for str {}
-    impl Sealed for String {}
-    impl Sealed for tokio_postgres::Statement {}
-}
-
-/// Query parameters, as tokio-postgres takes them.
-pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 /// The transaction of one attempt. Its methods mirror tokio-postgres' and return
 /// [`TxError`]; any server error poisons the transaction.
@@ -578,125 +495,6 @@ async fn bounded<F: Future>(
     result.map_err(|_| ())
 }
 
-/// Sends BEGIN and `work`'s first request back to back, so they share one round
-/// trip. tokio-postgres writes a request when its future is first polled, and `join`
-/// polls in order, so the server sees them in order. When BEGIN's query ends with the
-/// `SELECT` noting the transaction's id (`(sql, true)`), returns that id along with
-/// `work`'s output.
-///
-/// The id rides in BEGIN's own simple query rather than in a statement of its own:
-/// no message, Sync or reply flush of its own, no statement to prepare per
-/// connection. The `SELECT` is still parsed, planned and run each time, which on a
-/// CPU-bound local server is most of what a small statement costs (see the
-/// throughput benchmark); over any network it is lost in the round trip.
-async fn pipelined<R>(
-    client: &Client,
-    begin: Option<(&str, bool)>,
-    work: impl Future<Output = Result<R, tokio_postgres::Error>>,
-) -> Result<(Option<u64>, R), Failed> {
-    match begin {
-        None => Ok((None, work.await?)),
-        Some((sql, false)) => {
-            let (begun, result) = futures_util::future::join(client.batch_execute(sql), work).await;
-            begun.map_err(Failed::in_begin)?;
-            Ok((None, result?))
-        }
-        Some((sql, true)) => {
-            let (begun, result) = futures_util::future::join(client.simple_query(sql), work).await;
-            let xid =
-                begun
-                    .map_err(Failed::in_begin)?
-                    .iter()
-                    .rev()
-                    .find_map(|message| match message {
-                        SimpleQueryMessage::Row(row) => row.get(0)?.parse::<u64>().ok(),
-                        _ => None,
-                    });
-            Ok((xid, result?))
-        }
-    }
-}
-
-/// A failed round trip, and whether the error came from BEGIN's own query (whose
-/// failure leaves the transaction block aborted, so the statement sent with it ran
-/// nothing).
-struct Failed {
-    error: tokio_postgres::Error,
-    in_begin: bool,
-}
-
-impl Failed {
-    fn in_begin(error: tokio_postgres::Error) -> Failed {
-        Failed {
-            error,
-            in_begin: true,
-        }
-    }
-}
-
-impl From<tokio_postgres::Error> for Failed {
-    fn from(error: tokio_postgres::Error) -> Failed {
-        Failed {
-            error,
-            in_begin: false,
-        }
-    }
-}
-
-/// What COMMIT's flight carries so that commit verification can settle a lost reply.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum CommitMark<'a> {
-    /// `sql` inserts `marker` (`$1`, text).
-    Marker { sql: &'a str, marker: &'a str },
-    /// `sql` moves this connection's commit counter by one (`$1` its id, `$2` the value
-    /// it last committed, `$3` the next) and returns how many rows it moved.
-    Counter { sql: &'a str },
-}
-
-impl CommitMark<'_> {
-    fn sql(&self) -> &str {
-        match self {
-            CommitMark::Marker { sql, .. } | CommitMark::Counter { sql } => sql,
-        }
-    }
-}
-
-/// Whether SQL text may queue a notification: `NOTIFY` or `pg_notify`, in any case.
-fn mentions_notify(sql: &str) -> bool {
-    sql.as_bytes()
-        .windows(6)
-        .any(|w| w.eq_ignore_ascii_case(b"notify"))
-}
-
-/// What a statement runs as.
-enum Target<'a> {
-    /// A prepared (named) statement.
-    Prepared(&'a Statement),
-    /// SQL text sent unnamed, with its parameters' declared types.
-    Unnamed(&'a str, &'a [(&'a (dyn ToSql + Sync), Type)]),
-}
-
-/// The parameters with the types to declare for an unnamed statement.
-fn declare_types<'p>(params: Params<'p>) -> Result<Vec<(&'p (dyn ToSql + Sync), Type)>, TxError> {
-    params
-        .iter()
-        .enumerate()
-        .map(|(i, &param)| match declared_type(param) {
-            Some(ty) => Ok((param, ty)),
-            None => Err(TxError::new(
-                Failure::Database,
-                format!(
-                    "parameter ${} has a type that cannot be sent without a prepared \
-                     statement (statement_cache(false)): cast it in the SQL (${}::your_type) \
-                     and pass it as text",
-                    i + 1,
-                    i + 1
-                ),
-            )),
-        })
-        .collect()
-}
-
 impl Drop for Tx<'_> {
     fn drop(&mut self) {
         // A call cancelled mid-attempt (a dropped request future) must not hand a
@@ -716,41 +514,5 @@ impl fmt::Debug for Tx<'_> {
             .field("begun", &self.pending_begin.is_none())
             .field("poisoned", &self.poisoned.is_some())
             .finish_non_exhaustive()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::policy::Isolation;
-
-    #[test]
-    fn notify_is_seen_in_any_case_and_form() {
-        assert!(mentions_notify("NOTIFY jobs, 'x'"));
-        assert!(mentions_notify("select pg_notify('jobs', $1)"));
-        assert!(mentions_notify("Notify jobs"));
-        assert!(!mentions_notify("INSERT INTO notes VALUES (1)"));
-        assert!(!mentions_notify(""));
-    }
-
-    #[test]
-    fn begin_carries_isolation_access_mode_timeout_and_the_id() {
-        assert_eq!(begin_sql(&Policy::default(), false), "BEGIN");
-        let policy = Policy::default()
-            .isolation(Isolation::Serializable)
-            .read_only()
-            .timeout(Duration::from_millis(1500));
-        assert_eq!(
-            begin_sql(&policy, false),
-            "BEGIN; SET TRANSACTION ISOLATION LEVEL SERIALIZABLE READ ONLY; \
-             SET LOCAL statement_timeout = 1500; \
-             SET LOCAL idle_in_transaction_session_timeout = 3000"
-        );
-        assert_eq!(
-            begin_sql(&Policy::default(), true),
-            "BEGIN; SELECT pg_current_xact_id()"
-        );
     }
 }
