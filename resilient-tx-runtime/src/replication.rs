@@ -150,9 +150,15 @@ impl fmt::Display for Unconfirmed {
     }
 }
 
+/// What a caller can do about any `NotReplicated`: the work is applied, so running it
+/// again without a key applies it twice.
+const WHAT_TO_DO: &str = "; it is applied, so repeat the call only with its idempotency \
+     key (the stored result comes back once a standby has it), and see pg_stat_replication \
+     on the primary for its standbys";
+
 impl Unconfirmed {
     fn into_error(self) -> TxError {
-        TxError::new(Failure::NotReplicated, self.to_string())
+        TxError::new(Failure::NotReplicated, format!("{self}{WHAT_TO_DO}"))
     }
 }
 
@@ -425,6 +431,12 @@ mod tests {
         );
         let error = Unconfirmed::Lost("connection closed".to_owned()).into_error();
         assert_eq!(error.kind(), crate::error::ErrorKind::NotReplicated);
-        assert!(error.message().ends_with("connection closed"));
+        assert!(error.message().contains("connection closed"), "{error}");
+        assert!(
+            error
+                .message()
+                .contains("repeat the call only with its idempotency key"),
+            "{error}"
+        );
     }
 }

@@ -1,14 +1,17 @@
-//! `replicated = "…"` against a Patroni cluster that replicates asynchronously: a call
-//! returns once the standby has flushed its commit, and ends `NotReplicated` within
-//! its bound when the standby receives nothing (its WAL receiver stopped) or is gone.
+//! `replicated = "…"` against a primary with a streaming replica, replicating
+//! asynchronously: a call returns once the standby has flushed its commit, and ends
+//! `NotReplicated` within its bound, saying what happened and what to do, when the
+//! standby receives nothing (its WAL receiver stopped) or is stopped.
 
 use std::time::{Duration, Instant};
 
-use resilient_tx::tokio_postgres::{self, Client, NoTls};
+use resilient_tx::tokio_postgres::Client;
 use resilient_tx::{Db, ErrorKind, Tx, TxError, retriable_tx};
-use resilient_tx_testkit::{PatroniCluster, init_tracing};
+use resilient_tx_testkit::PgCluster;
 
-/// How long the cluster may take to be whole again after a node comes back.
+use crate::common;
+
+/// How long the replica may take to stream again once started.
 const REJOIN: Duration = Duration::from_secs(120);
 
 #[retriable_tx]
@@ -42,36 +45,41 @@ async fn add_once(tx: &mut Tx<'_>, key: &str, name: &str) -> Result<i64, TxError
         .get(0))
 }
 
-async fn connect(url: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
+/// A primary with a streaming replica (asynchronous: `synchronous_standby_names` is
+/// empty), the `notes` table on it, a `Db` on the primary, and an admin connection to
+/// the replica.
+async fn set_up() -> (PgCluster, PgCluster, Db, Client) {
+    let primary = common::cluster().await;
+    common::exec(
+        &primary,
+        "CREATE TABLE notes (id bigserial PRIMARY KEY, name text UNIQUE NOT NULL)",
+    )
+    .await;
+    let replica = primary.create_replica().await.expect("a streaming replica");
+    let db = common::db(&primary.url()).await;
+    let standby = replica
+        .admin()
         .await
-        .expect("a connection of the test's own");
-    tokio::spawn(connection);
-    client
+        .expect("an admin connection to the replica");
+    (primary, replica, db, standby)
 }
 
-/// An asynchronous two-node cluster, the `notes` table on it, a `Db` on the leader,
-/// and a connection of the test's own to the standby.
-async fn set_up() -> (PatroniCluster, Db, Client) {
-    init_tracing();
-    let cluster = PatroniCluster::builder()
-        .synchronous_mode(false)
-        .start()
-        .await
-        .expect("a Patroni cluster");
-    let primary = connect(&cluster.nodes()[0].url()).await;
-    primary
-        .batch_execute("CREATE TABLE notes (id bigserial PRIMARY KEY, name text UNIQUE NOT NULL)")
-        .await
-        .expect("the table");
-    let db = Db::builder(&cluster.nodes()[0].url())
-        .pool_timeout(Duration::from_secs(5))
-        .connect_timeout(Duration::from_secs(2))
-        .build()
-        .await
-        .expect("a valid configuration");
-    let standby = connect(&cluster.nodes()[1].url()).await;
-    (cluster, db, standby)
+/// Waits until the primary reports a standby streaming from it.
+async fn until_streaming(primary: &PgCluster) {
+    let started = Instant::now();
+    while common::scalar(
+        primary,
+        "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+    )
+    .await
+        == 0
+    {
+        assert!(
+            started.elapsed() < REJOIN,
+            "the replica did not stream again within {REJOIN:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The standby's WAL receiver, stopped with SIGSTOP until dropped (or `thaw`ed): the
@@ -150,7 +158,8 @@ async fn standby_has(standby: &Client, name: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replicated_call_returns_once_the_standby_has_flushed_its_commit() {
-    let (cluster, db, standby) = set_up().await;
+    let (primary, _replica, db, standby) = set_up().await;
+    until_streaming(&primary).await;
     add(&db, "warm-up").await.expect("a plain write");
 
     // The standby receives nothing: a plain call returns as soon as the primary
@@ -178,16 +187,20 @@ async fn a_replicated_call_returns_once_the_standby_has_flushed_its_commit() {
     assert!(
         message.starts_with(
             "the transaction committed on the primary, but no standby confirmed it within 1s"
-        ) && message.contains("node1 has flushed up to"),
+        ) && message.contains(" has flushed up to "),
+        "{message}"
+    );
+    // What a person can act on: it is applied, and how to repeat it safely.
+    assert!(
+        message.contains("it is applied, so repeat the call only with its idempotency key"),
         "{message}"
     );
     assert!(!error.is_transient());
-    let primary = connect(&cluster.nodes()[0].url()).await;
-    let committed: i64 = primary
-        .query_one("SELECT count(*) FROM notes WHERE name = 'unconfirmed'", &[])
-        .await
-        .expect("count")
-        .get(0);
+    let committed = common::scalar(
+        &primary,
+        "SELECT count(*) FROM notes WHERE name = 'unconfirmed'",
+    )
+    .await;
     assert_eq!(committed, 1, "NotReplicated means committed on the primary");
 
     // A longer bound: the call is still waiting while the receiver is stopped, and
@@ -217,11 +230,12 @@ async fn a_replicated_call_returns_once_the_standby_has_flushed_its_commit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replicated_call_without_a_standby_ends_not_replicated_and_its_key_settles_it_later() {
-    let (cluster, db, standby) = set_up().await;
+    let (primary, replica, db, standby) = set_up().await;
+    until_streaming(&primary).await;
     add_once(&db, "k0", "before").await.expect("confirmed");
     drop(standby);
 
-    cluster.kill_node(1).await.expect("kill the standby's node");
+    replica.stop_fast().await.expect("stop the replica");
     let started = Instant::now();
     let error = add_once(&db, "k1", "alone")
         .await
@@ -243,15 +257,16 @@ async fn a_replicated_call_without_a_standby_ends_not_replicated_and_its_key_set
     let again = add_once(&db, "k1", "alone").await.expect_err("still alone");
     assert_eq!(again.kind(), ErrorKind::NotReplicated, "{again}");
 
-    cluster
-        .start_node(1)
-        .expect("start the standby's node again");
-    assert_eq!(cluster.wait_healthy(REJOIN).await.expect("whole again"), 0);
+    replica
+        .start_again()
+        .await
+        .expect("start the replica again");
+    until_streaming(&primary).await;
     let id = add_once(&db, "k1", "alone")
         .await
         .expect("the standby has it now: the stored result");
-    let primary = connect(&cluster.nodes()[0].url()).await;
-    let rows = primary
+    let admin = primary.admin().await.expect("an admin connection");
+    let rows = admin
         .query("SELECT id FROM notes WHERE name = 'alone'", &[])
         .await
         .expect("rows");
