@@ -232,6 +232,8 @@
 //!         ErrorKind::Database | ErrorKind::Config => (500, false),
 //!         // The client sent another request under a key it already used.
 //!         ErrorKind::KeyReused => (422, false),
+//!         // Applied on the primary, not yet on a standby: the same key, a moment later.
+//!         ErrorKind::NotReplicated => (503, true),
 //!         _ => (500, false),
 //!     }
 //! }

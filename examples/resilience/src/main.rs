@@ -46,8 +46,8 @@ usage: resilience [--list] [--html FILE] [--jobs N] [--tls] [--topology T [--eve
   --replication sync|async|async-waited: Patroni's replication (default sync); async-waited
       makes the writes wait for a standby (replicated)
   --writers N: keyed writers per gateway (default 4); --pace MS: pause after each (default 20)
-  --deadline S: the gateways' deadline (default 10, 15 for a kill); --lag MS: the standby's WAL
-      receiver stopped this long before a kill (a standby that far behind)
+  --deadline S: the gateways' deadline (default 10, 15 for a kill); --lag MS: the primary's WAL
+      senders stopped this long before a kill (a standby that far behind)
   --tls: TLS-only servers, the gateway on sslmode=verify-full (the matrix's own servers only)";
 
 /// What the command line asks for.

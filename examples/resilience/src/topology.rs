@@ -209,8 +209,8 @@ pub struct Scenario {
     pub pause: Duration,
     /// The gateways' deadline per call.
     pub deadline: Duration,
-    /// Before a kill, the standby's WAL receiver is stopped for this long (a standby
-    /// that far behind); the kill follows, and the receiver runs again after it.
+    /// Before a kill, the primary's WAL senders are stopped for this long (a standby
+    /// that far behind); the kill follows, and takes the WAL they did not send.
     pub standby_lag: Option<Duration>,
 }
 

@@ -148,32 +148,47 @@ impl Orchestrated {
 }
 
 impl Orchestrated {
-    /// Stops node `index`'s WAL receiver (SIGSTOP) until the returned guard is dropped:
-    /// the standby stays up and answers, but receives nothing more, like a standby
-    /// on a slow link falling behind.
-    pub(crate) async fn freeze_receiver(&self, index: usize) -> Result<FrozenReceiver, CaseError> {
+    /// Stops the WAL senders of node `index` (a primary) with SIGSTOP until the returned
+    /// guard is dropped: its standbys stay up and answer, but receive nothing more, like
+    /// standbys on a slow link falling behind. The senders, not the standby's receiver:
+    /// WAL already sent would wait in the receiver's socket, and a kill of the primary
+    /// would not take it away.
+    pub(crate) async fn freeze_senders(&self, index: usize) -> Result<FrozenSenders, CaseError> {
         let client = connect(&self.node_url(index)).await?;
-        let row = client
-            .query_opt("SELECT pid FROM pg_stat_wal_receiver", &[])
-            .await?
-            .ok_or_else(|| stop(format!("node {index} has no WAL receiver: not a standby?")))?;
-        let pid: i32 = row.try_get(0)?;
-        signal(pid, "STOP")?;
-        Ok(FrozenReceiver { pid })
+        let rows = client
+            .query("SELECT pid FROM pg_stat_replication", &[])
+            .await?;
+        if rows.is_empty() {
+            return Err(stop(format!(
+                "node {index} has no WAL sender: no standby streams from it"
+            )));
+        }
+        let mut frozen = FrozenSenders { pids: Vec::new() };
+        for row in rows {
+            let pid: i32 = row.try_get(0)?;
+            signal(pid, "STOP")?;
+            frozen.pids.push(pid);
+        }
+        Ok(frozen)
     }
 }
 
-/// A standby's WAL receiver stopped by [`Orchestrated::freeze_receiver`]; it runs again
-/// when this is dropped.
+/// WAL senders stopped by [`Orchestrated::freeze_senders`]; those still alive run
+/// again when this is dropped (a killed primary took the others with it).
 #[derive(Debug)]
-pub(crate) struct FrozenReceiver {
-    pid: i32,
+pub(crate) struct FrozenSenders {
+    pids: Vec<i32>,
 }
 
-impl Drop for FrozenReceiver {
+impl Drop for FrozenSenders {
     fn drop(&mut self) {
-        if let Err(error) = signal(self.pid, "CONT") {
-            tracing::warn!(%error, pid = self.pid, "could not let the WAL receiver run again");
+        for &pid in &self.pids {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            if let Err(error) = signal(pid, "CONT") {
+                tracing::warn!(%error, pid, "could not let a WAL sender run again");
+            }
         }
     }
 }

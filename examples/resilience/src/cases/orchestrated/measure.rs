@@ -63,7 +63,8 @@ pub(super) async fn event_and_writable(
         Event::Kill => {
             let frozen = match standby_lag {
                 Some(lag) => {
-                    let frozen = cluster.freeze_receiver(new).await?;
+                    let old = cluster.primary().await?;
+                    let frozen = cluster.freeze_senders(old).await?;
                     tokio::time::sleep(lag).await;
                     Some(frozen)
                 }
