@@ -106,6 +106,7 @@ pub(super) async fn primary_failure(
                 route: gateway.route,
                 event: scenario.event,
                 lossless: lossless(scenario),
+                waited: scenario.replication == Replication::Waited,
                 at,
                 node_writable: writable.node,
                 route_writable,

@@ -17,7 +17,7 @@ use crate::harness::{
     terminate_at,
 };
 use crate::text::secs;
-use crate::topology::{Event, Scenario};
+use crate::topology::{Event, Replication, Scenario};
 
 /// FO-03.
 pub(super) async fn old_primary_returns(
@@ -121,6 +121,7 @@ pub(super) async fn old_primary_returns(
                 route: gateway.route,
                 event: Event::Switchover,
                 lossless: true,
+                waited: scenario.replication == Replication::Waited,
                 at,
                 node_writable: writable.node,
                 route_writable: writable.routes[i],

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::FIRST_WRITE_TARGET;
 use super::measure::{first_ack_after, longest_gap, non_2xx};
+use super::{FIRST_WRITE_TARGET, none_if_empty};
 use crate::harness::{Audit, Recorder, Reply, WriteRecord, audit, tally};
 use crate::text::secs;
 use crate::topology::{Event, Route};
@@ -20,6 +20,9 @@ pub(super) struct Around<'a> {
     pub(super) event: Event,
     /// Every acknowledged write must survive the event.
     pub(super) lossless: bool,
+    /// The writes wait for a standby (`replicated`): after a switchover none can be
+    /// acknowledged until the old primary streams from the new one.
+    pub(super) waited: bool,
     /// The event.
     pub(super) at: Instant,
     /// The new primary took a side write.
@@ -44,6 +47,7 @@ pub(super) fn judge_event(rec: &Recorder, around: &Around<'_>) -> Option<Duratio
         route,
         event,
         lossless,
+        waited,
         at,
         node_writable,
         route_writable,
@@ -91,6 +95,8 @@ pub(super) fn judge_event(rec: &Recorder, around: &Around<'_>) -> Option<Duratio
     let first_on_new = first_after_node.map(|t| node_writable + t);
     let in_time = first_on_new.is_some_and(|at| at <= route_writable + FIRST_WRITE_TARGET);
     match standby_back {
+        // Figures only: the wait for a standby, not the gateway, sets the time.
+        None if waited && event == Event::Switchover => true,
         None => rec.check(
             in_time,
             format!(
@@ -127,6 +133,15 @@ pub(super) fn judge_event(rec: &Recorder, around: &Around<'_>) -> Option<Duratio
         }
     };
     match event {
+        Event::Switchover if waited => rec.check(
+            bad.iter()
+                .all(|r| r.status == 503 && r.acceptable() && r.retry_after.is_some()),
+            format!(
+                "{r}: every answer during the switchover was a success or, while the new \
+                 primary had no standby to confirm a write, a 503 with Retry-After ({})",
+                none_if_empty(tally(bad.iter().copied()))
+            ),
+        ),
         Event::Switchover => rec.check(
             bad.is_empty(),
             format!(
