@@ -64,12 +64,13 @@ async fn set_up() -> (PgCluster, PgCluster, Db, Client) {
     (primary, replica, db, standby)
 }
 
-/// Waits until the primary reports a standby streaming from it.
+/// Waits until the primary reports a standby streaming from it, and where it flushed.
 async fn until_streaming(primary: &PgCluster) {
     let started = Instant::now();
     while common::scalar(
         primary,
-        "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+        "SELECT count(*) FROM pg_stat_replication \
+         WHERE state = 'streaming' AND flush_lsn IS NOT NULL",
     )
     .await
         == 0
@@ -160,7 +161,10 @@ async fn standby_has(standby: &Client, name: &str) -> bool {
 async fn a_replicated_call_returns_once_the_standby_has_flushed_its_commit() {
     let (primary, _replica, db, standby) = set_up().await;
     until_streaming(&primary).await;
-    add(&db, "warm-up").await.expect("a plain write");
+    // Confirmed: the standby streams and has reported what it flushed.
+    add_replicated_20s(&db, "warm-up")
+        .await
+        .expect("the standby confirms a write");
 
     // The standby receives nothing: a plain call returns as soon as the primary
     // committed, and the standby does not have its row.
