@@ -86,7 +86,7 @@ impl fmt::Display for Orchestrator {
 pub enum Event {
     /// A planned switchover, by the orchestrator's own command.
     Switchover,
-    /// An unplanned failover: the primary's node (orchestrator agent and PostgreSQL)
+    /// An unplanned failover: the primary's node (Patroni or `pg_autoctl`, and PostgreSQL)
     /// is SIGKILLed, as in a machine crash.
     Kill,
 }

@@ -95,7 +95,7 @@ impl Orchestrated {
         }
     }
 
-    /// SIGKILLs the primary's node: its orchestrator agent and its PostgreSQL.
+    /// SIGKILLs the primary's node: its Patroni or `pg_autoctl` and its PostgreSQL.
     pub(crate) async fn kill_primary(&self) -> io::Result<Killed> {
         match self {
             Orchestrated::Patroni(c) => c.kill_leader().await,
@@ -103,8 +103,8 @@ impl Orchestrated {
         }
     }
 
-    /// Starts a killed node's agent again: the orchestrator makes it a standby of the
-    /// current primary (Patroni rewinds it with `pg_rewind`).
+    /// Starts a killed node's Patroni or `pg_autoctl` again: the orchestrator makes it
+    /// a standby of the current primary (Patroni rewinds it with `pg_rewind`).
     pub(crate) fn start_node(&self, index: usize) -> io::Result<()> {
         match self {
             Orchestrated::Patroni(c) => c.start_node(index),
