@@ -426,7 +426,7 @@ mod tests {
         let error = from(&[
             ("DATABASE_URL", "postgres://db/app"),
             ("GATEWAY_TOKEN", "t"),
-            ("DATABASE_STATEMENT_CACHE", "false"),
+            ("DATABASE_STATEMENT_CACHE", "sometimes"),
         ])
         .expect_err("on or off");
         assert!(error.0.contains("DATABASE_STATEMENT_CACHE"), "{error}");

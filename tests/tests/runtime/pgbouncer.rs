@@ -185,8 +185,9 @@ async fn writers_through_pgbouncer_survive_a_restart_of_the_server_behind_it() {
     );
 }
 
-/// Inserts a payment; returns its id.
-#[retriable_tx(idempotency_key = key)]
+/// Inserts a payment; returns its id. The key alone identifies the request: `runs`
+/// counts the body's runs, and its changing value must not count as other arguments.
+#[retriable_tx(idempotency_key = key, key_fingerprint = ())]
 async fn pay_keyed(tx: &mut Tx<'_>, key: &str, runs: &AtomicU32) -> Result<i64, TxError> {
     runs.fetch_add(1, Ordering::SeqCst);
     let row = tx
