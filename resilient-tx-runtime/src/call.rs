@@ -34,7 +34,7 @@ use crate::metrics::names::APPLICATION_ERROR;
 use crate::metrics::{CallClock, Counters};
 use crate::outcome::{self, CommitVerification, Evidence, Probes, Verdict};
 use crate::policy::{CallOptions, Isolation, Policy};
-use crate::pool::{Pool, Pooled};
+use crate::pool::{Pool, Pooled, Recoveries};
 use crate::replication;
 use crate::retry::{self, CallTraits, GiveUp, Retry, RetryState};
 use crate::shared::DbRef;
@@ -70,6 +70,8 @@ pub struct Call<'db> {
     on_replica: bool,
     /// The call's and the attempt's durations, for the metrics.
     clock: CallClock,
+    /// Ends of outages since the current attempt began: they end its backoff.
+    recoveries: Recoveries,
 }
 
 impl<'db> Call<'db> {
@@ -103,6 +105,7 @@ impl<'db> Call<'db> {
             verification: CommitVerification::Off,
             on_replica: false,
             clock: CallClock::new(name),
+            recoveries: Recoveries::since_now(&db.shared.pool, db.replica()),
         }
     }
 
@@ -149,8 +152,10 @@ impl<'db> Call<'db> {
         }
         loop {
             self.retry.attempt += 1;
+            self.retry.server_answered = false;
             self.counters().attempt();
             self.clock.attempt_started();
+            self.recoveries = Recoveries::since_now(&self.db.shared.pool, self.db.replica());
             self.attempt_span = debug_span!(
                 parent: &self.span,
                 "attempt",
@@ -400,6 +405,7 @@ impl<'db> Call<'db> {
             Verdict::NotCommitted => {
                 counters.ambiguous_commit();
                 counters.ambiguous_verified(self.name, false);
+                self.retry.server_answered = true;
                 Err(TxError::new(
                     Failure::ConnectionLost,
                     format!("{} (verified: it was not applied)", error.message()),
@@ -518,19 +524,16 @@ impl<'db> Call<'db> {
         true
     }
 
-    /// Sleeps out a backoff. After a connection failure, the end of the outage ends it
-    /// too: the first connect that succeeds wakes every call waiting on the pool,
-    /// instead of each sleeping out its own delay.
-    async fn back_off(&self, delay: Duration, failure: Failure) {
+    /// Sleeps out a backoff. After a connection failure, the end of an outage since
+    /// the attempt began ends it too: the first connect that succeeds wakes every call
+    /// waiting on the pool, instead of each sleeping out its own delay.
+    async fn back_off(&mut self, delay: Duration, failure: Failure) {
         if failure.action() != Action::Reconnect {
             return tokio::time::sleep(delay).await;
         }
-        // Subscribed before sleeping: an outage that is noticed, and ends, while this
-        // call sleeps wakes it too.
-        let mut recovered = self.attempt_pool().health.watch_recovered();
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            _ = recovered.changed() => {}
+            () = self.recoveries.next() => {}
         }
     }
 

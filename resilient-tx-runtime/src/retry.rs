@@ -27,6 +27,10 @@ pub(crate) struct RetryState {
     /// second or two, and counting those would spend the retries long before the
     /// deadline.
     pub(crate) runs: u32,
+    /// After the failed attempt the server answered (a verification found its COMMIT
+    /// not applied): the server is up, and a connection failure's retry need not wait
+    /// for it.
+    pub(crate) server_answered: bool,
 }
 
 /// What the failed attempt's call is, beyond its policy.
@@ -101,6 +105,9 @@ pub(crate) fn decide(
         // The schema changed under a cached statement, or a pooler lost it: the next
         // attempt prepares afresh (or sends it unnamed), nothing to wait for.
         Failure::StalePlan | Failure::StatementsLost => Duration::ZERO,
+        // The connection was lost, but a fresh one has since been answered: waiting
+        // would only add the backoff to the outage's end.
+        _ if reconnect && state.server_answered => Duration::ZERO,
         _ if reconnect => full_jitter(
             state.attempt,
             policy.backoff_base.max(CONNECTION_BACKOFF_FLOOR),
@@ -128,6 +135,7 @@ mod tests {
         RetryState {
             attempt,
             runs: attempt,
+            server_answered: false,
         }
     }
 
@@ -223,6 +231,42 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_connection_is_retried_at_once_once_the_server_has_answered() {
+        let answered = RetryState {
+            server_answered: true,
+            ..state(3)
+        };
+        let far = Instant::now() + 100 * SECOND;
+        let decide_with = |state: &RetryState, failure| {
+            decide(
+                state,
+                &Policy::default(),
+                unkeyed(),
+                failure,
+                Instant::now(),
+                far,
+                1.0,
+            )
+        };
+        assert_eq!(
+            decide_with(&answered, Failure::ConnectionLost),
+            Retry::After {
+                delay: Duration::ZERO,
+                reconnect: true
+            }
+        );
+        // Only a connection failure's wait is for the server; a conflict's is not.
+        assert!(matches!(
+            decide_with(&answered, Failure::Conflict),
+            Retry::After { delay, .. } if delay > Duration::ZERO
+        ));
+        assert!(matches!(
+            decide_with(&state(3), Failure::ConnectionLost),
+            Retry::After { delay, .. } if delay > Duration::ZERO
+        ));
+    }
+
+    #[test]
     fn retries_are_capped_by_the_policy() {
         let policy = Policy::default().retries(2);
         assert!(matches!(
@@ -242,6 +286,7 @@ mod tests {
         let connecting = RetryState {
             attempt: 40,
             runs: 0,
+            server_answered: false,
         };
         for failure in [Failure::Unreachable, Failure::ConnectTimeout] {
             assert!(
@@ -266,6 +311,7 @@ mod tests {
         let ran = RetryState {
             attempt: 40,
             runs: 3,
+            server_answered: false,
         };
         assert_eq!(
             decide(

@@ -34,6 +34,9 @@ struct Done {
     ok: bool,
 }
 
+/// The first error that reached a caller, to say what it was.
+static FIRST_ERROR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 #[tokio::main]
 async fn main() {
     let cluster = PgCluster::start().await.expect("start PostgreSQL");
@@ -63,7 +66,11 @@ async fn main() {
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
-                let ok = write(&db, task as i32 + 1).await.is_ok();
+                let result = write(&db, task as i32 + 1).await;
+                if let Err(error) = &result {
+                    let _ = FIRST_ERROR.set(error.to_string());
+                }
+                let ok = result.is_ok();
                 let done = Done {
                     started,
                     ended: Instant::now(),
@@ -108,6 +115,9 @@ async fn main() {
     };
     println!("outage of {outage:.1?} under {TASKS} writers (pool of 8, 10 s deadline)");
     println!("  calls: {}, errors surfaced: {errors}", log.len());
+    if let Some(error) = FIRST_ERROR.get() {
+        println!("  the first: {error}");
+    }
     println!(
         "  connect attempts during the outage: {failures_during} ({:.0}/s)",
         failures_during as f64 / outage.as_secs_f64()

@@ -15,6 +15,10 @@ pub(crate) struct Probes<'p> {
     name: &'static str,
     pause: Duration,
     failed: bool,
+    /// Ends of outages since the last probe began: they end the pause after it. Not
+    /// taken when the pause begins: a probe whose connect began during the outage can
+    /// fail after another connect succeeded, and that end must still count.
+    recovered: tokio::sync::watch::Receiver<u64>,
 }
 
 impl<'p> Probes<'p> {
@@ -25,6 +29,7 @@ impl<'p> Probes<'p> {
             name,
             pause: Duration::from_millis(50),
             failed: false,
+            recovered: pool.health.watch_recovered(),
         }
     }
 
@@ -41,10 +46,9 @@ impl<'p> Probes<'p> {
             if self.failed {
                 let left = self.deadline.saturating_duration_since(Instant::now());
                 // The end of an outage ends the pause: the answer is there to be had.
-                let mut recovered = self.pool.health.watch_recovered();
                 tokio::select! {
                     () = tokio::time::sleep(self.pause.min(left)) => {}
-                    _ = recovered.changed() => {}
+                    _ = self.recovered.changed() => {}
                 }
                 self.pause = (self.pause * 2).min(Duration::from_secs(1));
             }
@@ -52,6 +56,7 @@ impl<'p> Probes<'p> {
             if remaining.is_zero() {
                 return None;
             }
+            self.recovered.mark_unchanged();
             match self
                 .pool
                 .session(remaining.min(self.pool.pool_timeout))

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bb8::{PooledConnection, RunError};
+use bb8::RunError;
 use tokio_postgres::SimpleQueryMessage;
 
 use crate::classify::{Phase, client_timeout, human};
-use crate::connection::StatementPolicy;
+use crate::connection::{PgConnection, StatementPolicy};
 use crate::error::{Failure, TxError};
 use crate::metrics::{Counters, Stopwatch, checkout_ended};
 use crate::tls::{TlsConnector, TlsParams};
@@ -20,12 +20,16 @@ use crate::tls::{TlsConnector, TlsParams};
 mod gauges;
 mod health;
 mod manager;
+mod pooled;
+mod recoveries;
 mod session;
 mod status;
 
 #[cfg(feature = "metrics")]
 pub use gauges::record_pool_metrics;
 pub(crate) use health::PoolHealth;
+pub(crate) use pooled::Pooled;
+pub(crate) use recoveries::Recoveries;
 pub(crate) use session::Session;
 pub use status::PoolStatus;
 
@@ -65,9 +69,6 @@ const PROBER_MAX_PAUSE: Duration = Duration::from_millis(20);
 /// The prober stops once no caller has asked for a connection for this long.
 const PROBER_IDLE_LIMIT: Duration = Duration::from_secs(5);
 
-/// A checked-out connection.
-pub(crate) type Pooled<'a> = PooledConnection<'a, Manager>;
-
 /// The pool and what it knows about the database.
 pub(crate) struct Pool {
     pool: bb8::Pool<Manager>,
@@ -83,6 +84,9 @@ pub(crate) struct Pool {
     /// for a get that was abandoned (as `acquire` does when a connect fails), so the
     /// wrapper keeps its own. Shared with the metrics' view of the pool.
     waiting: Arc<AtomicU64>,
+    /// Turns at the pool, one per connection it may open, handed out in the order
+    /// callers ask (see [`Pooled`]).
+    turns: tokio::sync::Semaphore,
     /// This pool as the metrics' gauges sample it; dropped with the pool.
     #[cfg(feature = "metrics")]
     _sampled: Arc<gauges::Sampled>,
@@ -156,6 +160,7 @@ impl Pool {
             pool_timeout: settings.pool_timeout,
             requires_writable,
             waiting,
+            turns: tokio::sync::Semaphore::new(settings.max_size as usize),
         }
     }
 
@@ -223,6 +228,11 @@ impl Pool {
         let _waiting = Waiting::new(&self.waiting);
         self.health.note_demand();
         self.wait_out_outage(deadline, bound).await?;
+        let turn = match tokio::time::timeout_at(deadline, self.turns.acquire()).await {
+            Ok(Ok(turn)) => turn,
+            // Never closed; the deadline came first.
+            Ok(Err(_)) | Err(_) => return Err(self.timeout_error(bound)),
+        };
         // Every replacement removes one connection, so the pool runs out of stale ones
         // after max_size rounds; the extra round is the fresh connection.
         for _ in 0..=self.max_size {
@@ -258,7 +268,7 @@ impl Pool {
                     }
                 }
             }
-            return Ok(conn);
+            return Ok(Pooled::new(conn, turn));
         }
         Err(self.timeout_error(bound))
     }
@@ -340,7 +350,7 @@ impl Pool {
 
     /// One round trip proving the connection works (and, where the URL requires it,
     /// that the server still accepts writes).
-    async fn verify(&self, conn: &mut Pooled<'_>) -> bool {
+    async fn verify(&self, conn: &mut PgConnection) -> bool {
         if !self.requires_writable {
             return conn.client.simple_query("").await.is_ok();
         }

@@ -13,6 +13,7 @@ mod idempotency;
 mod key_reuse;
 mod least_privilege;
 mod pgbouncer;
+mod pool;
 mod replicated;
 mod safety;
 mod statements;
