@@ -44,11 +44,16 @@ impl CounterTable {
         );
         let cas = |condition: &str| {
             // An upsert, so that a connection's first commit creates its row, and a row
-            // purged while its connection sat idle is simply made again.
+            // purged while its connection sat idle is simply made again. It logs a row
+            // lock besides the update (+140 bytes of WAL a commit, against +84 for a
+            // plain UPDATE with an INSERT where it moved nothing), but measured cheaper
+            // in CPU than that pair of statements, which every write pays. The purge
+            // goes by `updated_at`: the CAS's own clock, not its transaction's start, so
+            // that a long transaction's row never looks idle.
             format!(
                 "WITH moved AS (
                      INSERT INTO {name} AS c (id, seq) SELECT $1::int8, $3::int8 {condition}
-                     ON CONFLICT (id) DO UPDATE SET seq = $3::int8, updated_at = now()
+                     ON CONFLICT (id) DO UPDATE SET seq = $3::int8, updated_at = clock_timestamp()
                          WHERE c.seq = $2::int8
                      RETURNING 1)
                  SELECT count(*), 1 / (count(*) + CASE WHEN pg_current_xact_id_if_assigned() IS NULL \
