@@ -17,7 +17,7 @@ use crate::duration::{self, DurationLit};
 use crate::errors::Errors;
 
 /// Every option, in the order the documentation lists them.
-pub(crate) const KEYS: [&str; 12] = [
+pub(crate) const KEYS: [&str; 13] = [
     "retries",
     "isolation",
     "read_only",
@@ -29,6 +29,7 @@ pub(crate) const KEYS: [&str; 12] = [
     "key_scope",
     "key_fingerprint",
     "idempotent",
+    "replicated",
     "crate",
 ];
 
@@ -89,6 +90,8 @@ pub(crate) struct Args {
     pub(crate) key_fingerprint: Option<Expr>,
     /// `idempotent`
     pub(crate) idempotent: bool,
+    /// `replicated = "..."`
+    pub(crate) replicated: Option<DurationLit>,
 }
 
 /// Options that did not pass.
@@ -116,6 +119,7 @@ impl Args {
             key_scope: None,
             key_fingerprint: None,
             idempotent: false,
+            replicated: None,
         }
     }
 
@@ -150,6 +154,7 @@ struct RawArgs {
     idempotency_key: Option<Expr>,
     key_scope: Option<LitStr>,
     key_fingerprint: Option<Expr>,
+    replicated: Option<DurationLit>,
     errors: Errors,
 }
 
@@ -220,6 +225,7 @@ impl RawArgs {
             "idempotency_key" => self.idempotency_key = Some(value),
             "key_scope" => self.key_scope = errors.ok(key_scope(&value)),
             "key_fingerprint" => self.key_fingerprint = Some(value),
+            "replicated" => self.replicated = errors.ok(positive_duration(key, &value)),
             "crate" => self.krate = errors.ok(crate_path(&value)),
             // Flags carry no value; `option` handles them.
             _ => {}
@@ -250,6 +256,12 @@ impl RawArgs {
             errors.at(
                 key,
                 "`idempotency_key` cannot be combined with `read_only`: the key's result is stored by the transaction itself, and a read-only transaction has nothing to store",
+            );
+        }
+        if let (Some(replicated), Some(_)) = (span("replicated"), read_only) {
+            errors.at(
+                replicated,
+                "`replicated` has no effect with `read_only`: a read-only transaction commits nothing for a standby to receive; remove `replicated`",
             );
         }
         if idempotency_key.is_none() {
@@ -293,6 +305,7 @@ impl RawArgs {
                 key_scope: self.key_scope,
                 key_fingerprint: self.key_fingerprint,
                 idempotent: idempotent.is_some(),
+                replicated: self.replicated,
             }),
         }
     }
@@ -322,6 +335,7 @@ fn example(key: &str) -> &'static str {
         "idempotency_key" => "request_id",
         "key_scope" => "\"billing::refunds::create\"",
         "key_fingerprint" => "(&order.items, order.total)",
+        "replicated" => "\"2s\"",
         "crate" => "\"::resilient_tx\"",
         _ => "...",
     }
@@ -431,7 +445,7 @@ fn duration(key: &str, value: &Expr) -> syn::Result<DurationLit> {
     }
 }
 
-/// `timeout`/`deadline`: a duration that is not zero.
+/// `timeout`/`deadline`/`replicated`: a duration that is not zero.
 fn positive_duration(key: &str, value: &Expr) -> syn::Result<DurationLit> {
     let parsed = duration(key, value)?;
     if parsed.millis == 0 {

@@ -164,6 +164,7 @@ fn options(func: &ItemFn, args: &Args) -> TokenStream {
         ("deadline", &args.deadline),
         ("backoff_base", &args.backoff_base),
         ("backoff_max", &args.backoff_max),
+        ("replicated", &args.replicated),
     ] {
         if let Some(value) = value {
             fields.push((name, duration(value)));

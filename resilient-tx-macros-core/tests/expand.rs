@@ -70,6 +70,7 @@ fn every_option() {
             deadline = "1m",
             backoff_base = "5ms",
             backoff_max = "200ms",
+            replicated = "2s",
             idempotent,
         ),
         quote! {

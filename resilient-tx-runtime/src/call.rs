@@ -27,6 +27,7 @@ use tracing::instrument::{Instrument, Instrumented};
 use tracing::{Span, debug_span, info_span};
 
 use crate::backoff::draw;
+use crate::connection::PgConnection;
 use crate::error::{Action, AsTxError, Failure, TxError};
 use crate::idempotency::{self, Begin, CallKey, Fingerprint, Key};
 use crate::metrics::names::APPLICATION_ERROR;
@@ -34,6 +35,7 @@ use crate::metrics::{CallClock, Counters};
 use crate::outcome::{self, CommitVerification, Evidence, Probes, Verdict};
 use crate::policy::{CallOptions, Isolation, Policy};
 use crate::pool::{Pool, Pooled, Recoveries};
+use crate::replication;
 use crate::retry::{self, CallTraits, GiveUp, Retry, RetryState};
 use crate::shared::DbRef;
 use crate::tx::{Tx, begin_sql};
@@ -224,6 +226,14 @@ impl<'db> Call<'db> {
                 Ok(None) => return Ok(Begin::Run(tx)),
                 Ok(Some(stored)) => {
                     tx.rollback();
+                    // A retry after `NotReplicated` learns here whether a standby has
+                    // caught up since.
+                    let replicated = self.confirm_replicated(tx.ended_connection()).await;
+                    drop(tx);
+                    if let Err(error) = replicated {
+                        self.gave_up(&error);
+                        return Err(error);
+                    }
                     self.returned_stored();
                     return Ok(Begin::Stored(stored));
                 }
@@ -278,15 +288,23 @@ impl<'db> Call<'db> {
             .as_ref()
             .and_then(|evidence| evidence.mark(tables, tx.may_notify()));
         let committed = tx.commit(mark).instrument(self.attempt_span.clone()).await;
-        // The connection goes back to the pool before any backoff.
-        drop(tx);
         let error = match committed {
             Ok(()) => {
+                let replicated = self.confirm_replicated(tx.ended_connection()).await;
+                drop(tx);
                 self.committed();
-                return ControlFlow::Break(Ok(value));
+                return ControlFlow::Break(match replicated {
+                    Ok(()) => Ok(value),
+                    Err(error) => {
+                        self.gave_up(&error);
+                        Err(E::from(error))
+                    }
+                });
             }
             Err(error) => error,
         };
+        // The connection goes back to the pool before any backoff.
+        drop(tx);
         let error = match (error.failure(), &evidence) {
             (Failure::CommitUnknown, Some(evidence)) => {
                 match self.settle_ambiguous(error, evidence).await {
@@ -373,7 +391,16 @@ impl<'db> Call<'db> {
                 counters.ambiguous_commit();
                 counters.ambiguous_verified(self.name, true);
                 self.committed();
-                Ok(())
+                if self.wants_replicated().is_none() {
+                    return Ok(());
+                }
+                // The committing connection is gone: ask on a fresh one, whose server
+                // the verification just found the commit on.
+                let bound = self.deadline.saturating_duration_since(Instant::now());
+                match shared.pool.acquire(bound).await {
+                    Ok(mut conn) => self.confirm_replicated(Some(&mut conn)).await,
+                    Err(error) => Err(replication::lost(error.message())),
+                }
             }
             Verdict::NotCommitted => {
                 counters.ambiguous_commit();
@@ -394,6 +421,20 @@ impl<'db> Call<'db> {
                 ))
             }
         }
+    }
+
+    /// The `replicated` bound, unless the call is read-only (it committed nothing).
+    fn wants_replicated(&self) -> Option<Duration> {
+        self.policy.replicated.filter(|_| !self.policy.read_only)
+    }
+
+    /// With `replicated`, waits on `conn` (the session that committed, or one on the
+    /// server that has the commit) until a standby of its server has the commit.
+    async fn confirm_replicated(&self, conn: Option<&mut PgConnection>) -> Result<(), TxError> {
+        let Some(bound) = self.wants_replicated() else {
+            return Ok(());
+        };
+        replication::confirm(conn, bound, self.deadline, &self.attempt_span, self.name).await
     }
 
     /// How long this attempt may take: the policy's timeout plus a margin for the

@@ -242,7 +242,8 @@ fn describe(err: &tokio_postgres::Error, failure: Failure, phase: Phase) -> Stri
         | Failure::ClientTimeout
         | Failure::ConnectTimeout
         | Failure::Config
-        | Failure::KeyReused => cause,
+        | Failure::KeyReused
+        | Failure::NotReplicated => cause,
     }
 }
 

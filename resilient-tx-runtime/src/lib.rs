@@ -34,6 +34,7 @@ mod tx;
 mod tables;
 mod idempotency;
 mod outcome;
+mod replication;
 // the attempt loop
 mod retry;
 mod shared;

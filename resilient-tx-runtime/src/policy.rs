@@ -48,6 +48,14 @@ pub struct Policy {
     pub backoff_max: Duration,
     /// The body may be re-run even when a COMMIT outcome is unknown.
     pub idempotent: bool,
+    /// After COMMIT, wait up to this long until a standby streaming from the primary
+    /// has flushed the commit, and end with [`ErrorKind::NotReplicated`] when none
+    /// did: for a write that must survive a failover where the cluster replicates
+    /// asynchronously. `None`: return as soon as the primary committed. Ignored for
+    /// read-only work. The wait counts against the deadline.
+    ///
+    /// [`ErrorKind::NotReplicated`]: crate::ErrorKind::NotReplicated
+    pub replicated: Option<Duration>,
 }
 
 impl Default for Policy {
@@ -61,6 +69,7 @@ impl Default for Policy {
             backoff_base: Duration::from_millis(20),
             backoff_max: Duration::from_secs(2),
             idempotent: false,
+            replicated: None,
         }
     }
 }
@@ -102,6 +111,12 @@ impl Policy {
         self.idempotent = true;
         self
     }
+    /// Waits after COMMIT, up to `bound`, until a standby has the commit (see
+    /// [`Policy::replicated`](Policy#structfield.replicated)).
+    pub fn replicated(mut self, bound: Duration) -> Self {
+        self.replicated = Some(bound);
+        self
+    }
 }
 
 /// The options written in a `#[retriable_tx(...)]` attribute, as a constant the
@@ -127,6 +142,8 @@ pub struct CallOptions {
     pub backoff_max: Option<Duration>,
     /// `idempotent`.
     pub idempotent: bool,
+    /// `replicated = "…"`.
+    pub replicated: Option<Duration>,
 }
 
 impl CallOptions {
@@ -142,6 +159,7 @@ impl CallOptions {
             backoff_base: None,
             backoff_max: None,
             idempotent: false,
+            replicated: None,
         }
     }
 
@@ -156,6 +174,7 @@ impl CallOptions {
             backoff_base: self.backoff_base.unwrap_or(base.backoff_base),
             backoff_max: self.backoff_max.unwrap_or(base.backoff_max),
             idempotent: self.idempotent || base.idempotent,
+            replicated: self.replicated.or(base.replicated),
         }
     }
 }

@@ -209,6 +209,7 @@
 //! | `Database` | the server rejected the work for a reason retrying cannot fix | fix the input (a constraint) or the code |
 //! | `Config` | the configuration is invalid, e.g. a malformed URL, or one of the runtime's tables is missing and the role may not create it | fix the configuration, or run [`Db::migrate`] as the schema's owner |
 //! | `KeyReused` | an idempotency key came back with other arguments than its first call's | use a new key for a new request (422); never retried |
+//! | `NotReplicated` | committed on the primary, but no standby confirmed it within `replicated` | repeat with the same idempotency key later (the stored result comes back once a standby has it); never re-run without one |
 //!
 //! `ErrorKind` is `#[non_exhaustive]`: a `match` needs a `_` arm. A sketch of an HTTP
 //! mapping, free of any web framework:
@@ -231,6 +232,8 @@
 //!         ErrorKind::Database | ErrorKind::Config => (500, false),
 //!         // The client sent another request under a key it already used.
 //!         ErrorKind::KeyReused => (422, false),
+//!         // Applied on the primary, not yet on a standby: the same key, a moment later.
+//!         ErrorKind::NotReplicated => (503, true),
 //!         _ => (500, false),
 //!     }
 //! }

@@ -526,7 +526,9 @@ impl AutoFailoverFormation {
     }
 
     /// Waits until every node whose `pg_autoctl` runs has settled, one as
-    /// primary and the others as secondaries; returns the primary.
+    /// primary and the others as secondaries; returns the primary. With a
+    /// secondary, the primary must have left `wait_primary` too: the monitor
+    /// refuses a switchover until it has.
     pub async fn wait_settled(&self, timeout: Duration) -> io::Result<usize> {
         let running: Vec<&str> = self
             .nodes
@@ -541,8 +543,11 @@ impl AutoFailoverFormation {
                     .iter()
                     .filter(|s| running.contains(&s.name.as_str()))
                     .collect();
+                let primaries: Vec<&&AutoFailoverNodeState> =
+                    mine.iter().filter(|s| s.is_primary()).collect();
                 mine.len() == running.len()
-                    && mine.iter().filter(|s| s.is_primary()).count() == 1
+                    && primaries.len() == 1
+                    && (running.len() == 1 || primaries[0].assigned == "primary")
                     && mine
                         .iter()
                         .all(|s| s.is_primary() || (s.is_settled() && s.assigned == "secondary"))

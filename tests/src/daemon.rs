@@ -252,6 +252,7 @@ impl Daemon {
         let (pids, skip) = self.kill_all(extra_roots);
         let result = process_tree::wait_gone(&pids, &skip, KILL_TIMEOUT).await;
         self.reap_child();
+        process_tree::reap_orphans(&pids).await;
         result.map_err(|e| io::Error::new(e.kind(), format!("killing {}: {e}", self.name)))
     }
 
@@ -260,6 +261,7 @@ impl Daemon {
         let (pids, skip) = self.kill_all(extra_roots);
         process_tree::wait_gone_blocking(&pids, &skip, KILL_TIMEOUT);
         self.reap_child();
+        process_tree::reap_orphans_blocking(&pids);
     }
 
     fn kill_all(&mut self, extra_roots: &[u32]) -> (Vec<u32>, Vec<u32>) {

@@ -162,6 +162,63 @@ pub(crate) fn wait_gone_blocking(pids: &[u32], skip: &[u32], timeout: Duration) 
     }
 }
 
+/// How long [`reap_orphans`] waits for killed processes to become zombies of ours.
+const ORPHAN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Reaps the zombies among `pids` once they are children of ours, after the
+/// daemon's own process was reaped. A process killed together with its parent
+/// (PostgreSQL under Patroni) stays that parent's zombie until the parent is
+/// reaped, which [`wait_gone`] takes for gone; only then is it re-parented to
+/// us, the subreaper. Left unreaped, the zombie keeps its pid and its start
+/// time, so a pid file naming it passes for a running server: a Patroni
+/// started again on the same data directory waits for it to stop, forever.
+pub(crate) async fn reap_orphans(pids: &[u32]) {
+    let deadline = Instant::now() + ORPHAN_TIMEOUT;
+    while reap_zombies(pids) && Instant::now() < deadline {
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Blocking [`reap_orphans`] for `Drop`.
+pub(crate) fn reap_orphans_blocking(pids: &[u32]) {
+    let deadline = Instant::now() + ORPHAN_TIMEOUT;
+    while reap_zombies(pids) && Instant::now() < deadline {
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// Reaps those of `pids` that are zombie children of ours; whether zombies of
+/// other parents remain among them (a live process that took a freed pid is
+/// not one of ours, and not waited for).
+fn reap_zombies(pids: &[u32]) -> bool {
+    let us = std::process::id();
+    let mut left = false;
+    for &pid in pids {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if stat_state(&stat) != Some('Z') {
+            continue;
+        }
+        if ppid_of(&stat) == Some(us) {
+            reap(pid);
+        } else {
+            left = true;
+        }
+    }
+    left
+}
+
+/// The state letter of a `/proc/<pid>/stat` line (fields counted from the last `)`).
+fn stat_state(stat: &str) -> Option<char> {
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
 fn reap_and_list_alive(pids: &[u32], skip: &[u32]) -> Vec<u32> {
     for &pid in pids.iter().filter(|pid| !skip.contains(pid)) {
         reap(pid);

@@ -54,6 +54,7 @@ pub mod routes;
 mod runner;
 mod text;
 mod timeline;
+pub mod topology;
 
 pub use case::Case;
 pub use expected_logs::ExpectedLogs;
@@ -62,8 +63,12 @@ pub use matrix::matrix;
 pub use observation::{Check, Observation};
 pub use progress::set_progress;
 pub use report::html;
-pub use runner::{CASE_LIMIT, run, run_all, run_in_parallel};
+pub use runner::{
+    CASE_LIMIT, SCENARIO_LIMIT, run, run_all, run_in_parallel, run_scenario,
+    run_scenarios_in_parallel,
+};
 pub use timeline::{Fault, RequestSample, Span, Timeline};
+pub use topology::{Event, Orchestrator, Replication, Route, Scenario, Topology};
 
 use runner::run_with;
 

@@ -40,6 +40,9 @@ pub fn matrix(observations: &[Observation]) -> String {
             recovery,
             secs(o.elapsed),
         );
+        if let Some(variant) = &o.variant {
+            out.push_str(&wrap(&format!("under {variant}"), INDENT, INDENT));
+        }
         let observed = match &o.error {
             Some(error) => format!("ERROR: {error}"),
             None => o.summary.clone(),

@@ -22,6 +22,9 @@ pub struct Check {
 pub struct Observation {
     /// The case.
     pub case: Case,
+    /// What the case ran against when not the matrix's own servers, e.g. `Patroni,
+    /// synchronous_mode; planned switchover; via HAProxy + URL`.
+    pub variant: Option<String>,
     /// Every assertion made, in order.
     pub checks: Vec<Check>,
     /// One line on what was observed, for the matrix.
@@ -46,6 +49,7 @@ impl Observation {
     pub(crate) fn new(case: Case) -> Self {
         Observation {
             case,
+            variant: None,
             checks: Vec::new(),
             summary: String::new(),
             notes: Vec::new(),
@@ -67,6 +71,14 @@ impl Observation {
         self.checks.iter().filter(|c| !c.passed)
     }
 
+    /// The case's name, and what it ran against if not the matrix's own servers.
+    pub fn title(&self) -> String {
+        match &self.variant {
+            Some(variant) => format!("{} ({variant})", self.case.title()),
+            None => self.case.title().to_owned(),
+        }
+    }
+
     /// `PASS` or `FAIL`.
     pub fn verdict(&self) -> &'static str {
         if self.passed() { "PASS" } else { "FAIL" }
@@ -76,14 +88,17 @@ impl Observation {
     /// `WIDTH` columns.
     pub fn report(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{} {} — {} in {}",
-            self.case.id(),
-            self.case.title(),
-            self.verdict(),
-            secs(self.elapsed)
-        );
+        out.push_str(&wrap(
+            &format!(
+                "{} {} — {} in {}",
+                self.case.id(),
+                self.title(),
+                self.verdict(),
+                secs(self.elapsed)
+            ),
+            "",
+            "  ",
+        ));
         if let Some(error) = &self.error {
             out.push_str(&wrap(&format!("error: {error}"), "  ", "    "));
         }

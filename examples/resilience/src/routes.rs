@@ -10,6 +10,7 @@
 //! | GET | `/api/test/accounts` | every account, in one read-only transaction (replica unless `Consistency: strong`) |
 //! | POST | `/api/test/transfer` `{"from","to","amount","pause_ms"?,"label"?}` | debits `from`, pauses, credits `to`, in one transaction: two requests in opposite directions deadlock (TX-01); a cut between the two updates must leave nothing partial (TX-03); a reader must never see the sum change (FO-02) |
 //! | POST | `/api/test/sleep` `{"seconds","steps"?,"lock_account"?}` | a long transaction: adds 1 to `lock_account` (holding its row lock), then `steps` times `pg_sleep(seconds)` (CP-01, CP-02, TX-02) |
+//! | POST | `/api/test/servers` `{"name","url"}`, `Idempotency-Key` required | creates a server in the registry like a keyed `POST /api/servers`, made with `replicated = "2s"`: 201 once a standby has the commit, 503 `not_replicated` (with `Retry-After`) when none confirmed it in time, whose repetition with the same key returns the stored server once one does (FO-01 and FO-03 under asynchronous replication) |
 //!
 //! The database code is `#[retriable_tx]` like the rest of the gateway's, so the
 //! routes show what the runtime does with deadlocks, timeouts and cut connections.
@@ -21,15 +22,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use gateway::AppState;
-use gateway::errors::ApiError;
+use gateway::errors::{ApiError, ErrorBody, ErrorDetail};
+use gateway::model::{NewServer, Server};
 use gateway::store::StoreError;
 use resilient_tx::tokio_postgres::Row;
-use resilient_tx::{Db, Tx, TxError, retriable_tx};
+use resilient_tx::{AsTxError, Db, ErrorKind, Tx, TxError, retriable_tx};
 use serde::{Deserialize, Serialize};
+
+/// `POST` here creates a server like `POST /api/servers` with an `Idempotency-Key`,
+/// but returns only once a standby has the commit (`replicated`).
+pub const REPLICATED_SERVERS: &str = "/api/test/servers";
 
 /// The test routes, relative to `/api`, for [`gateway::serve_with`]. Each call makes a
 /// router of its own, for one gateway (one database).
@@ -38,6 +45,7 @@ pub fn routes() -> Router<AppState> {
         .route("/test/accounts", get(list_accounts).put(replace_accounts))
         .route("/test/transfer", post(transfer))
         .route("/test/sleep", post(sleep))
+        .route("/test/servers", post(create_replicated))
         .layer(Extension(Arc::new(TestTable::default())))
 }
 
@@ -300,4 +308,74 @@ async fn sleep(
     Ok(Json(
         serde_json::json!({ "slept_seconds": s.seconds * f64::from(s.steps) }),
     ))
+}
+
+/// Registers a server once per `key`, like the gateway's keyed create, and returns
+/// once a standby has flushed the commit (or `NotReplicated` after 2 s).
+#[retriable_tx(idempotency_key = key, replicated = "2s")]
+pub async fn create_server_replicated(
+    tx: &mut Tx<'_>,
+    key: &str,
+    new: &NewServer,
+) -> Result<Server, StoreError> {
+    let _ = key;
+    let row = tx
+        .query_one(
+            "INSERT INTO servers (name, url) VALUES ($1, $2) RETURNING id, name, url, \
+             created_at::text, updated_at::text",
+            &[&new.name, &new.url],
+        )
+        .await?;
+    let decode = |e: resilient_tx::tokio_postgres::Error| StoreError::Decode(e.to_string());
+    Ok(Server {
+        id: row.try_get(0).map_err(decode)?,
+        name: row.try_get(1).map_err(decode)?,
+        url: row.try_get(2).map_err(decode)?,
+        created_at: row.try_get(3).map_err(decode)?,
+        updated_at: row.try_get(4).map_err(decode)?,
+    })
+}
+
+/// The answer to a create no standby confirmed in time: 503 `not_replicated`, to be
+/// repeated with the same key.
+fn not_replicated(error: &TxError) -> Response {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: "not_replicated",
+            message: &format!(
+                "the server was created, but no standby confirmed it in time; repeat the \
+                 request with the same Idempotency-Key to learn when one has ({error})"
+            ),
+            retryable: true,
+        },
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        Json(body),
+    )
+        .into_response()
+}
+
+async fn create_replicated(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<NewServer>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(new) = body?;
+    new.validate()?;
+    let key = headers
+        .get(gateway::IDEMPOTENCY_KEY)
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| invalid("this route needs an Idempotency-Key header"))?
+        .to_owned();
+    state.ensure_schema().await?;
+    match create_server_replicated(state.db(), &key, &new).await {
+        Ok(server) => Ok((StatusCode::CREATED, Json(server)).into_response()),
+        Err(error) => match error.as_tx_error() {
+            Some(e) if e.kind() == ErrorKind::NotReplicated => Ok(not_replicated(e)),
+            _ => Err(ApiError::from(error)),
+        },
+    }
 }

@@ -13,6 +13,7 @@ const LAYERS: &[&[&str]] = &[
         "case",
         "expected_logs",
         "routes",
+        "topology",
     ],
     &["observation"],
     &["harness", "matrix", "report"],

@@ -41,6 +41,7 @@ fn no_options_leaves_everything_to_the_policy() {
     assert!(args.timeout.is_none() && args.deadline.is_none());
     assert!(args.backoff_base.is_none() && args.backoff_max.is_none());
     assert!(args.idempotency_key.is_none());
+    assert!(args.replicated.is_none());
 }
 
 #[test]
@@ -53,6 +54,7 @@ fn every_option_parses() {
         backoff_base = "20ms",
         backoff_max = "2s",
         idempotent,
+        replicated = "500ms",
         crate = "my::rtx",
     ));
     assert_eq!(args.retries, Some(3));
@@ -62,6 +64,7 @@ fn every_option_parses() {
     assert_eq!(args.backoff_base.map(|d| d.millis), Some(20));
     assert_eq!(args.backoff_max.map(|d| d.millis), Some(2_000));
     assert!(args.idempotent);
+    assert_eq!(args.replicated.map(|d| d.millis), Some(500));
     assert_eq!(args.krate.to_token_stream().to_string(), "my :: rtx");
 
     let args = parse(quote!(read_only, retries = 0, isolation = serializable));
@@ -177,6 +180,14 @@ fn durations_must_be_strings_with_a_unit() {
             quote!(deadline = "0s"),
             "`deadline` must be greater than zero",
         ),
+        (
+            quote!(replicated = "0ms"),
+            "`replicated` must be greater than zero",
+        ),
+        (
+            quote!(replicated = 2),
+            "`replicated` expects a duration in a string, e.g. `replicated = \"2s\"`",
+        ),
     ] {
         assert_error(tokens, &[part]);
     }
@@ -228,6 +239,15 @@ fn combinations() {
             "nothing to store",
         ],
     );
+    assert_error(
+        quote!(read_only, replicated = "2s"),
+        &[
+            "`replicated` has no effect with `read_only`",
+            "commits nothing for a standby",
+        ],
+    );
+    parse(quote!(idempotency_key = id, replicated = "2s"));
+    parse(quote!(idempotent, replicated = "2s"));
     assert_error(
         quote!(backoff_base = "5s", backoff_max = "2s"),
         &["`backoff_base` (5s) is larger than `backoff_max` (2s)"],

@@ -41,6 +41,8 @@ pub(crate) enum Failure {
     Config,
     /// An idempotency key stored with another fingerprint than this call's arguments.
     KeyReused,
+    /// Committed, but no standby confirmed having the commit within `replicated`.
+    NotReplicated,
 }
 
 /// What the executor does about a failure.
@@ -74,6 +76,7 @@ impl Failure {
             Failure::Aborted | Failure::Database => ErrorKind::Database,
             Failure::Config => ErrorKind::Config,
             Failure::KeyReused => ErrorKind::KeyReused,
+            Failure::NotReplicated => ErrorKind::NotReplicated,
         }
     }
 
@@ -95,7 +98,8 @@ impl Failure {
             | Failure::Aborted
             | Failure::Database
             | Failure::Config
-            | Failure::KeyReused => Action::Return,
+            | Failure::KeyReused
+            | Failure::NotReplicated => Action::Return,
         }
     }
 
@@ -129,6 +133,7 @@ impl Failure {
             Failure::Database => "database",
             Failure::Config => "config",
             Failure::KeyReused => "key_reused",
+            Failure::NotReplicated => "not_replicated",
         }
     }
 }

@@ -29,6 +29,11 @@ pub enum ErrorKind {
     /// it (its fingerprint differs): the request is not the same one repeated. Never
     /// retried; usually a `422` telling the client to use a new key for a new request.
     KeyReused,
+    /// The transaction committed on the primary, but no standby confirmed having it
+    /// within the call's `replicated` bound: a failover now could lose it. The work is
+    /// done; running it again applies it twice unless the call has an idempotency key
+    /// (whose retry returns the stored result once a standby has it).
+    NotReplicated,
 }
 
 impl ErrorKind {
@@ -43,6 +48,7 @@ impl ErrorKind {
             ErrorKind::Database => "database",
             ErrorKind::Config => "config",
             ErrorKind::KeyReused => "key_reused",
+            ErrorKind::NotReplicated => "not_replicated",
         }
     }
 }

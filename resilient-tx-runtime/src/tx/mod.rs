@@ -28,7 +28,7 @@ use mark::mentions_notify;
 use statement::{Target, declare_types};
 
 use crate::classify::{Phase, client_timeout, to_tx_error};
-use crate::connection::{Backend, CommitCounter, note_backend};
+use crate::connection::{Backend, CommitCounter, PgConnection, note_backend};
 use crate::error::{Failure, TxError};
 use crate::pool::Pooled;
 
@@ -333,6 +333,13 @@ impl<'db> Tx<'db> {
             self.conn.condemn();
         }
         Err(result)
+    }
+
+    /// The connection, for work on the same session once the transaction has ended
+    /// (COMMIT returned, or ROLLBACK queued ahead of what is sent next); `None` before
+    /// that, or while a request is in flight.
+    pub(crate) fn ended_connection(&mut self) -> Option<&mut PgConnection> {
+        (self.finished && !self.in_flight).then_some(&mut *self.conn)
     }
 
     /// This connection's commit counter, as the next COMMIT's compare-and-set will

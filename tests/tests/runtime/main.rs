@@ -14,6 +14,7 @@ mod key_reuse;
 mod least_privilege;
 mod pgbouncer;
 mod pool;
+mod replicated;
 mod safety;
 mod statements;
 mod tls;

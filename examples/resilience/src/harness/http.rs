@@ -25,7 +25,7 @@ pub(crate) struct Http {
 }
 
 impl Http {
-    pub(super) fn new(base: String, rec: Recorder) -> Http {
+    pub(crate) fn new(base: String, rec: Recorder) -> Http {
         let client = reqwest::Client::builder()
             .timeout(HTTP_TIMEOUT)
             .no_proxy()
@@ -79,8 +79,13 @@ impl Http {
 
     /// `POST /api/servers` with an `Idempotency-Key`.
     pub(crate) async fn create_keyed(&self, key: &str, name: &str) -> Reply {
+        self.create_keyed_at("/api/servers", key, name).await
+    }
+
+    /// `POST path` (a route that creates servers) with an `Idempotency-Key`.
+    pub(crate) async fn create_keyed_at(&self, path: &str, key: &str, name: &str) -> Reply {
         self.send(
-            self.request(reqwest::Method::POST, "/api/servers")
+            self.request(reqwest::Method::POST, path)
                 .header(gateway::IDEMPOTENCY_KEY, key)
                 .json(&json!({ "name": name, "url": format!("http://{name}.example") })),
         )
@@ -164,6 +169,7 @@ async fn exchange(request: reqwest::RequestBuilder, started: Instant) -> Reply {
         body,
         retry_after,
         elapsed: started.elapsed(),
+        ended: Instant::now(),
         transport_error: None,
     }
 }

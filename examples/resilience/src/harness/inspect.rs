@@ -1,12 +1,27 @@
 //! The database behind the gateway's back: numbers, the gateway's connections, the
-//! registry's rows and the test accounts, read with the server's superuser.
+//! registry's rows and the test accounts, read with the server's superuser (of a
+//! [`PgCluster`], or of any server by its URL).
 
 use std::collections::HashMap;
 
+use resilient_tx::tokio_postgres::{self, Client, NoTls};
 use resilient_tx_testkit::PgCluster;
 
 use super::recorder::Recorder;
 use super::{CaseError, stop};
+
+/// How long a connection behind the gateway's back may take to open.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A connection of its own to the server at `url` (no pool, no retries).
+pub(crate) async fn connect(url: &str) -> Result<Client, CaseError> {
+    let connecting = tokio_postgres::connect(url, NoTls);
+    let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| stop(format!("no connection to {url} within 10 s")))??;
+    tokio::spawn(connection);
+    Ok(client)
+}
 
 /// A number from the database, read behind the gateway's back.
 pub(crate) async fn scalar(cluster: &PgCluster, sql: &str) -> Result<i64, CaseError> {
@@ -65,10 +80,41 @@ pub(crate) async fn check_encrypted(
     Ok(())
 }
 
-/// Every server row of the registry on `cluster`, by name: (id, rows with that name).
+/// Every server row of the registry on `cluster`, by name: its id.
 pub(crate) async fn registry(cluster: &PgCluster) -> Result<HashMap<String, i64>, CaseError> {
-    let admin = cluster.admin().await?;
-    let rows = admin.query("SELECT name, id FROM servers", &[]).await?;
+    registry_of(&cluster.admin().await?).await
+}
+
+/// Every server row of the registry on the server at `url`, by name: its id.
+pub(crate) async fn registry_at(url: &str) -> Result<HashMap<String, i64>, CaseError> {
+    registry_of(&connect(url).await?).await
+}
+
+/// Terminates the connections named `application_name` on the server at `url`; how
+/// many there were.
+pub(crate) async fn terminate_at(url: &str, application_name: &str) -> Result<u64, CaseError> {
+    let client = connect(url).await?;
+    let row = client
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = $1 AND pid <> pg_backend_pid()",
+            &[&application_name],
+        )
+        .await?;
+    Ok(row.try_get::<_, i64>(0)?.unsigned_abs())
+}
+
+/// Whether the server at `url` is a standby.
+pub(crate) async fn in_recovery_at(url: &str) -> Result<bool, CaseError> {
+    let client = connect(url).await?;
+    Ok(client
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await?
+        .try_get(0)?)
+}
+
+async fn registry_of(client: &Client) -> Result<HashMap<String, i64>, CaseError> {
+    let rows = client.query("SELECT name, id FROM servers", &[]).await?;
     let mut by_name = HashMap::new();
     for row in rows {
         let name: String = row.try_get(0)?;

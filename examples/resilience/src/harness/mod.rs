@@ -1,12 +1,15 @@
 //! What every case uses: the recorder of its observation ([`recorder`]), the gateway
 //! under test ([`app`]) and an HTTP client for it ([`http`]), replies and the
 //! documented error codes ([`reply`]), database inspection behind the gateway's back
-//! ([`inspect`]), a background writer ([`writer`]), and the servers a case starts, in
-//! plain text or TLS-only ([`servers`]).
+//! ([`inspect`]), background writers ([`writer`]), the servers a case starts, in plain
+//! text or TLS-only ([`servers`]), clusters a real orchestrator runs ([`orchestrated`]),
+//! and the cases of a scenario on one cluster ([`phases`]).
 
 mod app;
 mod http;
 mod inspect;
+mod orchestrated;
+mod phases;
 mod recorder;
 mod reply;
 mod servers;
@@ -19,12 +22,17 @@ use tokio::time::Instant;
 
 pub(crate) use app::{App, config, names};
 pub(crate) use http::Http;
-pub(crate) use inspect::{backends, balances, check_encrypted, registry, scalar};
+pub(crate) use inspect::{
+    backends, balances, check_encrypted, in_recovery_at, registry, registry_at, scalar,
+    terminate_at,
+};
+pub(crate) use orchestrated::Orchestrated;
+pub(crate) use phases::Phases;
 pub(crate) use recorder::Recorder;
 pub(crate) use reply::{Reply, tally};
 pub(crate) use servers::{multi_host_url, start_cluster, start_from, url, url_via};
 pub use servers::{set_tls, tls_on};
-pub(crate) use writer::{WriteRecord, Writer, check_writes};
+pub(crate) use writer::{Audit, SERVERS, WriteRecord, Writer, Writers, audit, check_writes};
 
 /// What a case body returns: `Err` when it cannot go on (a server did not start, a
 /// precondition failed); failed checks are recorded and the case goes on.

@@ -29,6 +29,18 @@ impl Recorder {
         }
     }
 
+    /// A recorder of `case` run under `variant` (see [`Observation::variant`]).
+    pub(crate) fn with_variant(self, variant: impl Into<String>) -> Self {
+        let variant = variant.into();
+        self.with(|o| o.variant = Some(variant));
+        self
+    }
+
+    /// When the case began.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
     fn with<R>(&self, f: impl FnOnce(&mut Observation) -> R) -> R {
         let mut observation = self.observation.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut observation)
@@ -121,6 +133,16 @@ impl Recorder {
                 fault.end = Some(now);
             }
         });
+    }
+
+    /// A fault lasted from `start` to `end`, both already past.
+    pub(crate) fn fault_window(&self, label: impl Into<String>, start: Instant, end: Instant) {
+        let fault = Fault {
+            label: label.into(),
+            start: self.offset(start),
+            end: Some(self.offset(end.max(start))),
+        };
+        self.with(|o| o.timeline.faults.push(fault));
     }
 
     /// An instant fault (connections terminated, a connection cut) happened at `at`.

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use tokio::time::Instant;
 
 use crate::text::secs;
 
@@ -14,6 +15,8 @@ pub(crate) struct Reply {
     pub(crate) body: Value,
     pub(crate) retry_after: Option<u64>,
     pub(crate) elapsed: Duration,
+    /// When it came back.
+    pub(crate) ended: Instant,
     pub(crate) transport_error: Option<String>,
 }
 
@@ -23,6 +26,8 @@ const DOCUMENTED: &[(u16, &str)] = &[
     (503, "database_unavailable"),
     (503, "pool_exhausted"),
     (503, "commit_unknown"),
+    // The suite's replicated create (`routes::REPLICATED_SERVERS`).
+    (503, "not_replicated"),
     (504, "timeout"),
     (409, "conflict"),
     (404, "not_found"),
@@ -40,6 +45,7 @@ impl Reply {
             body: Value::Null,
             retry_after: None,
             elapsed,
+            ended: Instant::now(),
             transport_error: Some(error),
         }
     }

@@ -1,6 +1,7 @@
 //! A client that writes in the background while a case injects faults, and the check
 //! of its writes against what the database holds afterwards.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -56,8 +57,27 @@ pub(crate) struct Writer {
     task: JoinHandle<Vec<WriteRecord>>,
 }
 
+/// Where a [`Writer`] creates its servers: `POST /api/servers`.
+pub(crate) const SERVERS: &str = "/api/servers";
+
+/// How long a [`Writer`] pauses after each write, unless told otherwise.
+pub(crate) const PAUSE: Duration = Duration::from_millis(20);
+
 impl Writer {
     pub(crate) fn start(http: Http, prefix: &str, keyed: bool, client_retries: u32) -> Writer {
+        Writer::start_at(http, SERVERS, prefix, keyed, client_retries, PAUSE)
+    }
+
+    /// A writer that POSTs its creates to `path` (the registry's route, or a test
+    /// route that creates servers the same way), pausing `pause` after each.
+    pub(crate) fn start_at(
+        http: Http,
+        path: &'static str,
+        prefix: &str,
+        keyed: bool,
+        client_retries: u32,
+        pause: Duration,
+    ) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(AtomicUsize::new(0));
         let prefix = prefix.to_owned();
@@ -73,7 +93,7 @@ impl Writer {
                     let mut replies = Vec::new();
                     loop {
                         let reply = if keyed {
-                            http.create_keyed(&name, &name).await
+                            http.create_keyed_at(path, &name, &name).await
                         } else {
                             http.create(&name).await
                         };
@@ -95,7 +115,7 @@ impl Writer {
                         acked.fetch_add(1, Ordering::Relaxed);
                     }
                     records.push(record);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(pause).await;
                 }
                 records
             })
@@ -126,6 +146,53 @@ impl Writer {
     }
 }
 
+/// Writes set against a registry read afterwards.
+#[derive(Debug, Default)]
+pub(crate) struct Audit {
+    /// Writes acknowledged (201 in the end).
+    pub(crate) acked: usize,
+    /// Acknowledged writes the registry lacks.
+    pub(crate) lost: Vec<String>,
+    /// Acknowledged writes stored under another id than the one acknowledged: the
+    /// name is unique, so this is what a write applied twice leaves.
+    pub(crate) wrong_id: Vec<String>,
+    /// Writes refused with `database_unavailable` (without a key).
+    pub(crate) refused: usize,
+    /// Refused writes the registry holds anyway.
+    pub(crate) phantom: Vec<String>,
+    /// Writes that ended unacknowledged otherwise.
+    pub(crate) unknown: usize,
+}
+
+/// Sets `records` against `registry` (rows by name: id).
+pub(crate) fn audit(
+    records: &[WriteRecord],
+    registry: &HashMap<String, i64>,
+    keyed: bool,
+) -> Audit {
+    let mut audit = Audit::default();
+    for record in records {
+        match record.id() {
+            Some(id) => {
+                audit.acked += 1;
+                match registry.get(&record.name) {
+                    None => audit.lost.push(record.name.clone()),
+                    Some(&stored) if stored != id => audit.wrong_id.push(record.name.clone()),
+                    Some(_) => {}
+                }
+            }
+            None if !keyed && record.last().is(503, "database_unavailable") => {
+                audit.refused += 1;
+                if registry.contains_key(&record.name) {
+                    audit.phantom.push(record.name.clone());
+                }
+            }
+            None => audit.unknown += 1,
+        }
+    }
+    audit
+}
+
 /// Checks a writer's records against the registry on `cluster`: every acknowledged
 /// write is there once under the acknowledged id, every write refused with
 /// `database_unavailable` (without a key) is absent; no answer was outside the
@@ -137,31 +204,14 @@ pub(crate) async fn check_writes(
     keyed: bool,
 ) -> Result<(usize, usize, usize), CaseError> {
     let registry = registry(cluster).await?;
-    let mut acked = 0;
-    let mut refused = 0;
-    let mut unknown = 0;
-    let mut lost = Vec::new();
-    let mut wrong_id = Vec::new();
-    let mut phantom = Vec::new();
-    for record in records {
-        match record.id() {
-            Some(id) => {
-                acked += 1;
-                match registry.get(&record.name) {
-                    None => lost.push(record.name.clone()),
-                    Some(&stored) if stored != id => wrong_id.push(record.name.clone()),
-                    Some(_) => {}
-                }
-            }
-            None if !keyed && record.last().is(503, "database_unavailable") => {
-                refused += 1;
-                if registry.contains_key(&record.name) {
-                    phantom.push(record.name.clone());
-                }
-            }
-            None => unknown += 1,
-        }
-    }
+    let Audit {
+        acked,
+        lost,
+        wrong_id,
+        refused,
+        phantom,
+        unknown,
+    } = audit(records, &registry, keyed);
     let all: Vec<&Reply> = records.iter().flat_map(|r| &r.replies).collect();
     let unacceptable: Vec<String> = all
         .iter()
@@ -198,4 +248,65 @@ pub(crate) async fn check_writes(
         ),
     );
     Ok((acked, refused, unknown))
+}
+
+/// Several [`Writer`]s on one gateway at once, each under a prefix of its own: the
+/// concurrent keyed clients of a failover scenario.
+#[derive(Debug)]
+pub(crate) struct Writers {
+    writers: Vec<Writer>,
+}
+
+impl Writers {
+    /// `n` keyed writers POSTing to `path`, named `<prefix>-<i>-<n>`, each repeating a
+    /// write after a retryable answer up to `client_retries` times and pausing `pause`
+    /// after each write.
+    pub(crate) fn start(
+        http: &Http,
+        path: &'static str,
+        prefix: &str,
+        n: usize,
+        client_retries: u32,
+        pause: Duration,
+    ) -> Writers {
+        let writers = (1..=n)
+            .map(|i| {
+                Writer::start_at(
+                    http.clone(),
+                    path,
+                    &format!("{prefix}-{i}"),
+                    true,
+                    client_retries,
+                    pause,
+                )
+            })
+            .collect();
+        Writers { writers }
+    }
+
+    /// Writes acknowledged so far, by all of them.
+    pub(crate) fn acked(&self) -> usize {
+        self.writers.iter().map(Writer::acked).sum()
+    }
+
+    /// Waits until `n` writes in all were acknowledged.
+    pub(crate) async fn wait_acked(&self, n: usize, limit: Duration) -> bool {
+        poll(limit, Duration::from_millis(20), || async {
+            self.acked() >= n
+        })
+        .await
+        .is_some()
+    }
+
+    /// Stops them all after their writes in progress; every write's record.
+    pub(crate) async fn stop(self) -> Result<Vec<WriteRecord>, CaseError> {
+        for writer in &self.writers {
+            writer.stop.store(true, Ordering::Relaxed);
+        }
+        let mut records = Vec::new();
+        for writer in self.writers {
+            records.extend(writer.stop().await?);
+        }
+        Ok(records)
+    }
 }

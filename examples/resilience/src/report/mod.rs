@@ -66,8 +66,8 @@ pub fn html(observations: &[Observation]) -> String {
         took = secs(took),
     );
     matrix(&mut out, observations);
-    for o in observations {
-        section(&mut out, o);
+    for (i, o) in observations.iter().enumerate() {
+        section(&mut out, o, i);
     }
     out.push_str("</body>\n</html>\n");
     out
@@ -79,7 +79,7 @@ fn matrix(out: &mut String, observations: &[Observation]) {
         "<table class=\"matrix\">\n<thead><tr><th>case</th><th>result</th><th>observation</th>\
          <th>time to recover</th><th>took</th></tr></thead>\n<tbody>\n",
     );
-    for o in observations {
+    for (i, o) in observations.iter().enumerate() {
         let observed = match &o.error {
             Some(error) => format!("error: {error}"),
             None => o.summary.clone(),
@@ -90,9 +90,9 @@ fn matrix(out: &mut String, observations: &[Observation]) {
              <td><span class=\"verdict\">{verdict}</span></td><td>{observed}</td>\
              <td class=\"num\">{recovery}</td><td class=\"num\">{took}</td></tr>",
             class = class(o),
-            anchor = anchor(o),
+            anchor = anchor(o, i),
             id = o.case.id(),
-            title = escape(o.case.title()),
+            title = escape(&o.title()),
             verdict = o.verdict(),
             observed = escape(&observed),
             recovery = o.recovery.map(secs).unwrap_or_else(|| "–".to_owned()),
@@ -104,15 +104,15 @@ fn matrix(out: &mut String, observations: &[Observation]) {
 
 /// One case: verdict, what was observed, the timeline, the faults, figures, notes and
 /// every check.
-fn section(out: &mut String, o: &Observation) {
+fn section(out: &mut String, o: &Observation, i: usize) {
     let _ = writeln!(
         out,
         "<section class=\"case {class}\" id=\"{anchor}\">\n<h2>{id} {title} \
          <span class=\"verdict\">{verdict}</span></h2>",
         class = class(o),
-        anchor = anchor(o),
+        anchor = anchor(o, i),
         id = o.case.id(),
-        title = escape(o.case.title()),
+        title = escape(&o.title()),
         verdict = o.verdict(),
     );
     if let Some(error) = &o.error {
@@ -175,9 +175,14 @@ fn class(o: &Observation) -> &'static str {
     if o.passed() { "pass" } else { "fail" }
 }
 
-/// The section's id: `cl-01`.
-fn anchor(o: &Observation) -> String {
-    o.case.id().to_ascii_lowercase()
+/// The section's id: `cl-01`; a case run under a variant also carries its place in
+/// the report (`fo-01-3`), as the same case may run under several.
+fn anchor(o: &Observation, i: usize) -> String {
+    let id = o.case.id().to_ascii_lowercase();
+    match o.variant {
+        Some(_) => format!("{id}-{}", i + 1),
+        None => id,
+    }
 }
 
 /// A point of a case's timeline: `+6.8 s`.
