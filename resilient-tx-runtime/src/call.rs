@@ -33,24 +33,12 @@ use crate::idempotency::{self, Begin, CallKey, Fingerprint, Key};
 use crate::metrics::names::APPLICATION_ERROR;
 use crate::metrics::{CallClock, Counters};
 use crate::outcome::{self, CommitVerification, Evidence, Probes, Verdict};
-use crate::policy::{CallOptions, Isolation, Policy};
-use crate::pool::{Pool, Pooled, Recoveries};
+use crate::policy::{CallOptions, Policy};
+use crate::pool::{Pool, Recoveries};
 use crate::replication;
 use crate::retry::{self, CallTraits, GiveUp, Retry, RetryState};
 use crate::shared::DbRef;
 use crate::tx::{Tx, begin_sql};
-
-/// Between the server's statement timeout and the client's timer: the server's cancel
-/// (a clean 57014, the connection kept) should win whenever the server is answering.
-const CLIENT_TIMER_MARGIN: Duration = Duration::from_millis(500);
-
-/// Every this many commits, verification rows older than [`VERIFICATION_RETENTION`]
-/// are purged.
-const PURGE_EVERY: u64 = 10_000;
-
-/// How long commit markers, and the counters of connections that stopped committing,
-/// are kept: far longer than any call's deadline.
-const VERIFICATION_RETENTION: Duration = Duration::from_secs(3600);
 
 /// The state of one call across its attempts.
 #[doc(hidden)]
@@ -166,13 +154,16 @@ impl<'db> Call<'db> {
                 backoff_ms = Empty,
             );
             let now = Instant::now();
-            let timer = self.attempt_timer(now);
+            let timer = self
+                .policy
+                .attempt_timer(self.deadline.saturating_duration_since(now));
             let attempt_deadline = now + timer;
             let bound = timer.min(self.db.shared.pool.pool_timeout);
             let span = self.attempt_span.clone();
-            let acquired = self.acquire(bound).instrument(span).await;
+            let acquired = self.db.acquire(&self.policy, bound).instrument(span).await;
             match acquired {
-                Ok(conn) => {
+                Ok((conn, on_replica)) => {
+                    self.on_replica = on_replica;
                     self.retry.runs += 1;
                     return Ok(Tx::new(
                         conn,
@@ -348,29 +339,6 @@ impl<'db> Call<'db> {
         self.end(tx, result).await
     }
 
-    /// A connection for this attempt: from the replica for read-only work when one is
-    /// configured and reachable, otherwise from the primary.
-    async fn acquire(&mut self, bound: Duration) -> Result<Pooled<'db>, TxError> {
-        self.on_replica = false;
-        // A standby cannot run SERIALIZABLE: such reads go to the primary.
-        let replica_can =
-            self.policy.read_only && self.policy.isolation != Some(Isolation::Serializable);
-        if let (true, Some(replica)) = (replica_can, self.db.replica()) {
-            match replica.acquire(bound).await {
-                Ok(conn) => {
-                    self.on_replica = true;
-                    return Ok(conn);
-                }
-                Err(error) if error.failure() == Failure::Unreachable => {
-                    tracing::info!(parent: &self.attempt_span, error = %error,
-                        "read replica unreachable: reading from the primary");
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        self.db.shared.pool.acquire(bound).await
-    }
-
     /// Verifies an ambiguous COMMIT: `Ok` when it committed; otherwise the error to go
     /// on with (retriable when it did not commit).
     async fn settle_ambiguous(
@@ -435,16 +403,6 @@ impl<'db> Call<'db> {
             return Ok(());
         };
         replication::confirm(conn, bound, self.deadline, &self.attempt_span, self.name).await
-    }
-
-    /// How long this attempt may take: the policy's timeout plus a margin for the
-    /// server's own cancel, never past the call's deadline.
-    fn attempt_timer(&self, now: Instant) -> Duration {
-        let remaining = self.deadline.saturating_duration_since(now);
-        match self.policy.timeout {
-            Some(timeout) => (timeout + CLIENT_TIMER_MARGIN).min(remaining),
-            None => remaining,
-        }
     }
 
     /// After a failed attempt: records it, asks [`retry::decide`], and carries the
@@ -618,15 +576,7 @@ impl<'db> Call<'db> {
 
     fn committed(&self) {
         let commits = self.counters().commit();
-        let tables = &self.db.shared.tables;
-        let purge = match self.verification {
-            _ if commits % PURGE_EVERY != 0 => None,
-            CommitVerification::MarkerRow => Some(tables.markers.purge(VERIFICATION_RETENTION)),
-            CommitVerification::FencedCounter => {
-                Some(tables.counters.purge(VERIFICATION_RETENTION))
-            }
-            _ => None,
-        };
+        let purge = outcome::purge_due(commits, self.verification, &self.db.shared.tables);
         if let Some(sql) = purge {
             // Markers matter only until their call returns, counters only while their
             // connection lives: keep the table small without a background task of its

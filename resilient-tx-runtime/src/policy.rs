@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+/// Between the server's statement timeout and the client's timer: the server's cancel
+/// (a clean 57014, the connection kept) should win whenever the server is answering.
+const CLIENT_TIMER_MARGIN: Duration = Duration::from_millis(500);
+
 /// Isolation level sent with `BEGIN`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Isolation {
@@ -75,6 +79,15 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// How long an attempt may take when `remaining` is left of the call's deadline:
+    /// the timeout plus a margin for the server's own cancel, never past the deadline.
+    pub(crate) fn attempt_timer(&self, remaining: Duration) -> Duration {
+        match self.timeout {
+            Some(timeout) => (timeout + CLIENT_TIMER_MARGIN).min(remaining),
+            None => remaining,
+        }
+    }
+
     /// Sets `retries`.
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = retries;
@@ -176,5 +189,26 @@ impl CallOptions {
             idempotent: self.idempotent || base.idempotent,
             replicated: self.replicated.or(base.replicated),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attempt_gets_its_timeout_and_the_margin_but_never_outlives_the_deadline() {
+        let second = Duration::from_secs(1);
+        let timed = Policy::default().timeout(second);
+        assert_eq!(
+            timed.attempt_timer(10 * second),
+            second + CLIENT_TIMER_MARGIN
+        );
+        assert_eq!(timed.attempt_timer(second), second);
+        let untimed = Policy {
+            timeout: None,
+            ..Policy::default()
+        };
+        assert_eq!(untimed.attempt_timer(7 * second), 7 * second);
     }
 }

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::budget::RetryBudget;
+use crate::error::{Failure, TxError};
 use crate::metrics::Counters;
 use crate::outcome::CommitVerification;
-use crate::policy::Policy;
-use crate::pool::Pool;
+use crate::policy::{Isolation, Policy};
+use crate::pool::{Pool, Pooled};
 use crate::tables::Tables;
 
 /// The pools, settings, tables and counters of one `Db` and all its clones.
@@ -38,6 +39,29 @@ impl<'db> DbRef<'db> {
     /// primary's.
     pub(crate) fn replica(&self) -> Option<&'db Pool> {
         self.shared.replica.as_ref().filter(|_| !self.primary_only)
+    }
+
+    /// A connection for an attempt of a call with `policy`, within `bound`: from the
+    /// replica for read-only work when one is configured and reachable (then `true`),
+    /// otherwise from the primary.
+    pub(crate) async fn acquire(
+        &self,
+        policy: &Policy,
+        bound: Duration,
+    ) -> Result<(Pooled<'db>, bool), TxError> {
+        // A standby cannot run SERIALIZABLE: such reads go to the primary.
+        let replica_can = policy.read_only && policy.isolation != Some(Isolation::Serializable);
+        if let (true, Some(replica)) = (replica_can, self.replica()) {
+            match replica.acquire(bound).await {
+                Ok(conn) => return Ok((conn, true)),
+                Err(error) if error.failure() == Failure::Unreachable => {
+                    tracing::info!(error = %error,
+                        "read replica unreachable: reading from the primary");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok((self.shared.pool.acquire(bound).await?, false))
     }
 }
 

@@ -20,10 +20,12 @@ mod counter;
 mod marker;
 mod method;
 mod probes;
+mod retention;
 mod xact_status;
 
 pub use method::CommitVerification;
 pub(crate) use probes::Probes;
+pub(crate) use retention::purge_due;
 pub(crate) use xact_status::XactIdentity;
 
 use crate::tables::Tables;
