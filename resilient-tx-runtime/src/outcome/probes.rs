@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::pool::{Pool, Session};
+use crate::pool::{Pool, Recoveries, Session};
 
 /// Fresh connections for probing, one after another, until `deadline`. After a failed
 /// probe (or no connection) the next comes after a pause, doubling up to a second.
@@ -15,10 +15,8 @@ pub(crate) struct Probes<'p> {
     name: &'static str,
     pause: Duration,
     failed: bool,
-    /// Ends of outages since the last probe began: they end the pause after it. Not
-    /// taken when the pause begins: a probe whose connect began during the outage can
-    /// fail after another connect succeeded, and that end must still count.
-    recovered: tokio::sync::watch::Receiver<u64>,
+    /// Ends of outages since the last probe began: they end the pause after it.
+    recovered: Recoveries,
 }
 
 impl<'p> Probes<'p> {
@@ -29,7 +27,7 @@ impl<'p> Probes<'p> {
             name,
             pause: Duration::from_millis(50),
             failed: false,
-            recovered: pool.health.watch_recovered(),
+            recovered: Recoveries::since_now(pool, None),
         }
     }
 
@@ -48,7 +46,7 @@ impl<'p> Probes<'p> {
                 // The end of an outage ends the pause: the answer is there to be had.
                 tokio::select! {
                     () = tokio::time::sleep(self.pause.min(left)) => {}
-                    _ = self.recovered.changed() => {}
+                    () = self.recovered.next() => {}
                 }
                 self.pause = (self.pause * 2).min(Duration::from_secs(1));
             }
@@ -56,7 +54,7 @@ impl<'p> Probes<'p> {
             if remaining.is_zero() {
                 return None;
             }
-            self.recovered.mark_unchanged();
+            self.recovered = Recoveries::since_now(self.pool, None);
             match self
                 .pool
                 .session(remaining.min(self.pool.pool_timeout))

@@ -7,36 +7,11 @@ use resilient_tx_testkit::{FaultProxy, PgCluster};
 use tokio::time::Instant;
 
 use crate::harness::{
-    App, CaseError, CaseResult, Recorder, Reply, WriteRecord, Writer, check_encrypted,
-    check_writes, config, multi_host_url, names, poll, registry, start_cluster, stop, tally, url,
+    App, CaseError, CaseResult, Recorder, Reply, Writer, check_encrypted, check_writes, config,
+    first_ack_after, longest_gap, multi_host_url, names, poll, registry, start_cluster, stop,
+    tally, url,
 };
 use crate::text::secs;
-
-/// The first write acknowledged after `after`: how long after it.
-fn first_ack_after(records: &[WriteRecord], after: Instant) -> Option<Duration> {
-    records
-        .iter()
-        .filter(|r| r.acked() && r.finished >= after)
-        .map(|r| r.finished - after)
-        .min()
-}
-
-/// The longest time without an acknowledged write, from `from` on.
-fn longest_gap(records: &[WriteRecord], from: Instant) -> Duration {
-    let mut acks: Vec<Instant> = records
-        .iter()
-        .filter(|r| r.acked() && r.finished >= from)
-        .map(|r| r.finished)
-        .collect();
-    acks.sort();
-    let mut previous = from;
-    let mut gap = Duration::ZERO;
-    for at in acks {
-        gap = gap.max(at - previous);
-        previous = at;
-    }
-    gap
-}
 
 /// FO-01.
 pub(crate) async fn primary_failure(rec: &Recorder) -> CaseResult {

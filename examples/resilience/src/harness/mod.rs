@@ -32,7 +32,9 @@ pub(crate) use recorder::Recorder;
 pub(crate) use reply::{Reply, tally};
 pub(crate) use servers::{multi_host_url, start_cluster, start_from, url, url_via};
 pub use servers::{set_tls, tls_on};
-pub(crate) use writer::{Audit, SERVERS, WriteRecord, Writer, Writers, audit, check_writes};
+pub(crate) use writer::{
+    Audit, SERVERS, WriteRecord, Writer, Writers, audit, check_writes, first_ack_after, longest_gap,
+};
 
 /// What a case body returns: `Err` when it cannot go on (a server did not start, a
 /// precondition failed); failed checks are recorded and the case goes on.

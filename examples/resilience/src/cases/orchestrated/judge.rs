@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::measure::{first_ack_after, longest_gap, non_2xx};
+use super::measure::non_2xx;
 use super::{FIRST_WRITE_TARGET, none_if_empty};
 use crate::harness::{Audit, Recorder, Reply, WriteRecord, audit, tally};
+use crate::harness::{first_ack_after, longest_gap};
 use crate::text::secs;
 use crate::topology::{Event, Route};
 

@@ -95,32 +95,6 @@ pub(super) async fn event_and_writable(
     ))
 }
 
-/// The first write acknowledged after `after`: how long after it.
-pub(super) fn first_ack_after(records: &[WriteRecord], after: Instant) -> Option<Duration> {
-    records
-        .iter()
-        .filter(|r| r.acked() && r.finished >= after)
-        .map(|r| r.finished - after)
-        .min()
-}
-
-/// The longest time without an acknowledged write, from `from` on.
-pub(super) fn longest_gap(records: &[WriteRecord], from: Instant) -> Duration {
-    let mut acks: Vec<Instant> = records
-        .iter()
-        .filter(|r| r.acked() && r.finished >= from)
-        .map(|r| r.finished)
-        .collect();
-    acks.sort();
-    let mut previous = from;
-    let mut gap = Duration::ZERO;
-    for at in acks {
-        gap = gap.max(at - previous);
-        previous = at;
-    }
-    gap
-}
-
 pub(super) fn non_2xx(records: &[WriteRecord]) -> Vec<&Reply> {
     records
         .iter()
