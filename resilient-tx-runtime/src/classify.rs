@@ -243,7 +243,8 @@ fn describe(err: &tokio_postgres::Error, failure: Failure, phase: Phase) -> Stri
         | Failure::ConnectTimeout
         | Failure::Config
         | Failure::KeyReused
-        | Failure::NotReplicated => cause,
+        | Failure::NotReplicated
+        | Failure::CounterMoved => cause,
     }
 }
 

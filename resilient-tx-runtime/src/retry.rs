@@ -103,8 +103,9 @@ pub(crate) fn decide(
     let reconnect = action == Action::Reconnect;
     let delay = match failure {
         // The schema changed under a cached statement, or a pooler lost it: the next
-        // attempt prepares afresh (or sends it unnamed), nothing to wait for.
-        Failure::StalePlan | Failure::StatementsLost => Duration::ZERO,
+        // attempt prepares afresh (or sends it unnamed), nothing to wait for. Nor when
+        // the connection's counter row was gone: a fresh connection has its own.
+        Failure::StalePlan | Failure::StatementsLost | Failure::CounterMoved => Duration::ZERO,
         // The connection was lost, but a fresh one has since been answered: waiting
         // would only add the backoff to the outage's end.
         _ if reconnect && state.server_answered => Duration::ZERO,
@@ -228,6 +229,17 @@ mod tests {
                 "{failure:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_moved_counter_is_retried_at_once_on_a_fresh_connection() {
+        assert_eq!(
+            after(1, &Policy::default(), Failure::CounterMoved),
+            Retry::After {
+                delay: Duration::ZERO,
+                reconnect: true
+            }
+        );
     }
 
     #[test]

@@ -37,12 +37,16 @@ pub(crate) struct PgConnection {
     pub(crate) counter: CommitCounter,
 }
 
-/// A connection's commit counter: its row's id, and the value its last commit that
-/// moved the counter left there (0 before any).
+/// A connection's commit counter: its row's id, the value its last commit that
+/// moved the counter left there (0 before any), and when it last claimed the row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CommitCounter {
     pub(crate) id: i64,
     pub(crate) committed: i64,
+    /// When the last commit that created the row or refreshed its `updated_at` was
+    /// sent (`None`: never). The server's `updated_at` is no older than this, so the
+    /// row is safe from the purge for as long as this is recent.
+    pub(crate) claimed_at: Option<Instant>,
 }
 
 impl CommitCounter {
@@ -53,6 +57,7 @@ impl CommitCounter {
             // Any 63-bit value: positive, so it reads the same in logs and in SQL.
             id: (rand::random::<u64>() >> 1) as i64,
             committed: 0,
+            claimed_at: None,
         }
     }
 }

@@ -31,6 +31,10 @@ pub(crate) enum Failure {
     /// another of its name is (42P05): a pooler in transaction mode moved the session
     /// to another server connection. Named statements are switched off; retry.
     StatementsLost,
+    /// The commit counter's compare-and-set found the connection's row gone or moved
+    /// (purged, or an older copy of the server after a failover): the server rolled the
+    /// transaction back. Discard the connection; retry on a fresh one.
+    CounterMoved,
     /// The connection was lost while COMMIT was in flight: the outcome is unknown.
     CommitUnknown,
     /// 25P02: the body swallowed an earlier error and went on.
@@ -65,7 +69,8 @@ impl Failure {
             Failure::Conflict
             | Failure::LockUnavailable
             | Failure::StalePlan
-            | Failure::StatementsLost => ErrorKind::Conflict,
+            | Failure::StatementsLost
+            | Failure::CounterMoved => ErrorKind::Conflict,
             Failure::ConnectionLost
             | Failure::Unreachable
             | Failure::ConnectTimeout
@@ -91,7 +96,8 @@ impl Failure {
             | Failure::Unreachable
             | Failure::ConnectTimeout
             | Failure::ReadOnly
-            | Failure::ClientTimeout => Action::Reconnect,
+            | Failure::ClientTimeout
+            | Failure::CounterMoved => Action::Reconnect,
             Failure::CommitUnknown => Action::Resolve,
             Failure::PoolExhausted
             | Failure::StatementTimeout
@@ -111,6 +117,7 @@ impl Failure {
                 | Failure::ReadOnly
                 | Failure::ClientTimeout
                 | Failure::CommitUnknown
+                | Failure::CounterMoved
         )
     }
 
@@ -128,6 +135,7 @@ impl Failure {
             Failure::ClientTimeout => "client_timeout",
             Failure::StalePlan => "stale_plan",
             Failure::StatementsLost => "statements_lost",
+            Failure::CounterMoved => "counter_moved",
             Failure::CommitUnknown => "commit_unknown",
             Failure::Aborted => "aborted",
             Failure::Database => "database",
@@ -151,5 +159,14 @@ mod tests {
         assert_eq!(failure.action(), Action::Return);
         assert!(!failure.discards_connection());
         assert!(!TxError::new(failure, "reused").is_transient());
+    }
+
+    #[test]
+    fn a_moved_counter_is_retried_on_a_fresh_connection() {
+        let failure = Failure::CounterMoved;
+        assert_eq!(failure.action(), Action::Reconnect);
+        assert!(failure.discards_connection());
+        assert_eq!(failure.kind(), ErrorKind::Conflict);
+        assert_eq!(failure.as_str(), "counter_moved");
     }
 }

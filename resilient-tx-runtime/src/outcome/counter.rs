@@ -2,15 +2,24 @@
 //! ([`CommitVerification::FencedCounter`](super::CommitVerification::FencedCounter)),
 //! the default.
 //!
-//! Each pooled connection `C` has a row `(id = C, seq)` in the counter table, and
-//! remembers `e`, the `seq` its last commit left there (0 at first, no row yet). In
-//! the same flight as COMMIT, a transaction `T` that wrote something sends a
-//! compare-and-set: move `seq` from `e` to `n = e + 1` (creating the row if there is
-//! none), and if no row moved, divide by zero, which aborts `T`, so that its COMMIT
-//! becomes a ROLLBACK. When the COMMIT succeeds, `C` remembers `n`. The row is
-//! rewritten, never added to: the table holds one row per connection (rows of
-//! connections that committed nothing for an hour are purged; a live one makes its row
-//! again), whatever the number of transactions.
+//! Each pooled connection `C` has a row `(id = C, seq, updated_at)` in the counter
+//! table, and remembers `e`, the `seq` its last commit left there (0 at first, no row
+//! yet). In the same flight as COMMIT, a transaction `T` that wrote something sends a
+//! compare-and-set: move `seq` from `e` to `n = e + 1`, and if no row moved, divide by
+//! zero, which aborts `T`, so that its COMMIT becomes a ROLLBACK. When the COMMIT
+//! succeeds, `C` remembers `n`. The row is rewritten, never added to: the table holds
+//! one row per connection, whatever the number of transactions.
+//!
+//! The compare-and-set comes in two forms. The everyday one is a plain `UPDATE` of
+//! `seq` (a HOT update, about 80 bytes of WAL). Now and then a commit **claims** the
+//! row instead, with an upsert that also sets `updated_at`: `C`'s first commit
+//! (creating the row) and one after the claim has aged (see `retention`), so that the
+//! purge of rows unclaimed for an hour never takes a live connection's row. Should a
+//! row go anyway (deleted by hand, a server clock that jumped, or an older copy of the
+//! server after a failover, behind a pooler that kept the session), the everyday
+//! compare-and-set moves nothing and `T` aborts: it runs again on a fresh connection,
+//! which claims a row of its own. The two forms leave the same evidence, so the proof
+//! below holds for both; "T's insert" is the claim's, where `C` had no row.
 //!
 //! If the reply to COMMIT is lost, `C` is discarded and a probe `P` on a fresh
 //! connection runs one transaction: insert `(C, FENCED)` unless a row for `C`
@@ -56,7 +65,11 @@
 //!    `n` there: committed. One that did not left `e`: not committed (the server that
 //!    answers has no trace of `T`), and the fence makes sure a server that still held
 //!    `T` open can never commit it against this row.
-//! 6. **`P`'s own reply is lost**: `P` either committed the fence (the next probe
+//! 6. **`C`'s row is gone when `T`'s everyday compare-and-set arrives** (purged):
+//!    nothing moves, `T` aborts, and its COMMIT is a ROLLBACK. Should that reply be
+//!    lost, `P` finds no row, inserts the fence: not committed. Right; and as in 3, a
+//!    late delivery after the fence meets `FENCED`.
+//! 7. **`P`'s own reply is lost**: `P` either committed the fence (the next probe
 //!    reads `FENCED`: not committed, consistent with what `P` saw) or did not (the
 //!    next probe decides afresh by 1–3). `C` is never used again (it was discarded),
 //!    so no later transaction of `C` expects anything of the row.

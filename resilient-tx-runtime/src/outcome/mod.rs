@@ -28,6 +28,8 @@ pub(crate) use probes::Probes;
 pub(crate) use retention::purge_due;
 pub(crate) use xact_status::XactIdentity;
 
+use std::time::Instant;
+
 use crate::tables::Tables;
 use crate::tx::{CommitMark, Tx};
 
@@ -95,8 +97,9 @@ pub(crate) enum Evidence {
     Xact(XactIdentity),
     /// The marker inserted with it.
     Marker(String),
-    /// The connection's commit counter row and the value it expected there.
-    Counter { id: i64, expected: i64 },
+    /// The connection's commit counter row and the value it expected there; `claim`:
+    /// the commit also claims the row (creates it, or keeps it from the purge).
+    Counter { id: i64, expected: i64, claim: bool },
 }
 
 impl Evidence {
@@ -109,6 +112,7 @@ impl Evidence {
                 Some(Evidence::Counter {
                     id: counter.id,
                     expected: counter.committed,
+                    claim: retention::needs_claim(counter.claimed_at, Instant::now()),
                 })
             }
             CommitVerification::MarkerRow => Some(Evidence::Marker(marker::new_marker())),
@@ -135,12 +139,18 @@ impl Evidence {
                 },
                 marker,
             }),
-            Evidence::Counter { .. } => Some(CommitMark::Counter {
-                sql: match may_notify {
-                    true => &tables.counters.cas_always,
-                    false => &tables.counters.cas,
-                },
-            }),
+            Evidence::Counter { claim, .. } => {
+                let counters = &tables.counters;
+                Some(CommitMark::Counter {
+                    sql: match (claim, may_notify) {
+                        (true, true) => &counters.claim_always,
+                        (true, false) => &counters.claim,
+                        (false, true) => &counters.cas_always,
+                        (false, false) => &counters.cas,
+                    },
+                    claim: *claim,
+                })
+            }
             Evidence::Xact(_) => None,
         }
     }
@@ -154,7 +164,7 @@ impl Evidence {
                 "its commit marker is '{marker}' in {}",
                 tables.markers.name()
             )),
-            (Evidence::Counter { id, expected }, _) => Some(format!(
+            (Evidence::Counter { id, expected, .. }, _) => Some(format!(
                 "its connection's commit counter is the row id = {id} of {}: seq = {} means \
                  applied, {expected} means not",
                 tables.counters.name(),
@@ -188,7 +198,7 @@ pub(crate) async fn verify(probes: Probes<'_>, evidence: &Evidence, tables: &Tab
     match evidence {
         Evidence::Xact(identity) => xact_status::verify(probes, identity).await,
         Evidence::Marker(marker) => marker::verify(probes, &tables.markers, marker).await,
-        Evidence::Counter { id, expected } => {
+        Evidence::Counter { id, expected, .. } => {
             counter::verify(probes, &tables.counters, *id, *expected).await
         }
     }

@@ -24,7 +24,7 @@ pub(crate) use mark::CommitMark;
 pub use statement::{Params, QueryRef, TxStatement};
 
 use begin::{Failed, pipelined};
-use mark::mentions_notify;
+use mark::{Sent, counter_missed, counter_moved, mentions_notify};
 use statement::{Target, declare_types};
 
 use crate::classify::{Phase, client_timeout, to_tx_error};
@@ -279,9 +279,12 @@ impl<'db> Tx<'db> {
         let counter = self.conn.counter;
         let next = counter.committed + 1;
         let client = &self.conn.client;
+        // The server's `updated_at` of a claim is no older than this.
+        let sent_at = std::time::Instant::now();
         let work = async {
             let Some(mark) = &mark else {
-                return client.batch_execute("COMMIT").await.map(|()| false);
+                let committed = client.batch_execute("COMMIT").await;
+                return committed.map(|()| false).map_err(Sent::Commit);
             };
             // Back to back: should the mark fail, the COMMIT that follows only ends the
             // aborted transaction, and the mark's error is what the caller sees.
@@ -298,7 +301,7 @@ impl<'db> Tx<'db> {
                         .query_one(statement, &[&counter.id, &counter.committed, &next])
                         .await
                         .map(|row| row.get::<_, i64>(0) > 0),
-                    (CommitMark::Counter { sql }, None) => client
+                    (CommitMark::Counter { sql, .. }, None) => client
                         .query_typed_one(
                             sql,
                             &[
@@ -313,20 +316,33 @@ impl<'db> Tx<'db> {
             };
             let (moved, committed) =
                 futures_util::future::join(send, client.batch_execute("COMMIT")).await;
-            let moved = moved?;
-            committed?;
+            let moved = moved.map_err(Sent::Mark)?;
+            committed.map_err(Sent::Commit)?;
             Ok(moved)
         };
         let result = match bounded(&mut self.in_flight, self.deadline, work).await {
             Ok(Ok(moved)) => {
                 if moved {
-                    self.conn.counter.committed = next;
+                    let counter = &mut self.conn.counter;
+                    counter.committed = next;
+                    if let Some(CommitMark::Counter { claim: true, .. }) = mark {
+                        counter.claimed_at = Some(sent_at);
+                    }
                 }
                 return Ok(());
             }
             // The mark failed, so COMMIT only ended an aborted transaction.
-            Ok(Err(e)) if prepared.is_some() => self.lost_statement(to_tx_error(e, Phase::Commit)),
-            Ok(Err(e)) => to_tx_error(e, Phase::Commit),
+            Ok(Err(Sent::Mark(e))) => {
+                let error = to_tx_error(e, Phase::Commit);
+                match mark {
+                    Some(CommitMark::Counter { .. }) if counter_missed(&error) => {
+                        counter_moved(counter, &error)
+                    }
+                    _ if prepared.is_some() => self.lost_statement(error),
+                    _ => error,
+                }
+            }
+            Ok(Err(Sent::Commit(e))) => to_tx_error(e, Phase::Commit),
             Err(()) => client_timeout(Phase::Commit, self.timer),
         };
         if result.failure().discards_connection() {

@@ -1,12 +1,13 @@
 //! What rides with COMMIT for the fenced counter and the marker row, at their edges:
 //! a late delivery of the original's compare-and-set and COMMIT after the check fenced
-//! the row, and a body whose only effect is a notification.
+//! the row, a counter row gone or moved under its connection, and a body whose only
+//! effect is a notification.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use resilient_tx::{CommitVerification, Db, Tx, TxError, retriable_tx};
-use resilient_tx_testkit::{CutPoint, FaultProxy};
+use resilient_tx_testkit::{CutPoint, FaultProxy, PgCluster};
 
 use crate::common::{cluster, exec, scalar};
 use crate::verification::{SCHEMA, open_transactions, single_connection_db};
@@ -55,17 +56,15 @@ async fn by_counter_a_late_commit_after_the_fence_commits_nothing() {
         .await
         .expect("config");
     let first_run = AtomicBool::new(false);
-    add_event_held(&db, &|| (), &first_run)
-        .await
-        .expect("a first commit through the proxy moves the connection's counter");
-    assert_eq!(
-        scalar(
-            &cluster,
-            "SELECT count(*) FROM resilient_tx.commit_counters WHERE seq = 1"
-        )
-        .await,
-        1
-    );
+    // The first commit claims the connection's row, the second moves its counter the
+    // everyday way (each statement is prepared at its first use, before COMMIT's flight).
+    for seq in [1, 2] {
+        add_event_held(&db, &|| (), &first_run)
+            .await
+            .expect("a commit through the proxy moves the connection's counter");
+        let moved = format!("SELECT count(*) FROM resilient_tx.commit_counters WHERE seq = {seq}");
+        assert_eq!(scalar(&cluster, &moved).await, 1);
+    }
 
     first_run.store(true, Ordering::SeqCst);
     let fault = || proxy.blackhole();
@@ -108,8 +107,8 @@ async fn by_counter_a_late_commit_after_the_fence_commits_nothing() {
     );
     assert_eq!(
         scalar(&cluster, "SELECT count(*) FROM events").await,
-        2,
-        "the first call and the second, once: the late COMMIT committed nothing"
+        3,
+        "the first two calls and the third, once: the late COMMIT committed nothing"
     );
     assert_eq!(
         scalar(
@@ -122,6 +121,79 @@ async fn by_counter_a_late_commit_after_the_fence_commits_nothing() {
     );
     let metrics = db.metrics();
     assert_eq!(metrics.ambiguous_verified_not_committed, 1, "{metrics:?}");
+}
+
+#[retriable_tx(timeout = "2s", deadline = "30s")]
+async fn add_note(tx: &mut Tx<'_>, note: &str) -> Result<(), TxError> {
+    tx.execute("INSERT INTO events(note) VALUES ($1)", &[&note])
+        .await?;
+    Ok(())
+}
+
+/// The counter rows: how many, their highest `seq`, and how many still carry the
+/// timestamp the test wrote.
+async fn counter_rows(cluster: &PgCluster) -> (i64, i64, i64) {
+    let admin = cluster.admin().await.expect("admin connection");
+    let row = admin
+        .query_one(
+            "SELECT count(*), coalesce(max(seq), 0), \
+                    count(*) FILTER (WHERE updated_at = '2000-01-01') \
+             FROM resilient_tx.commit_counters",
+            &[],
+        )
+        .await
+        .expect("counter rows");
+    (row.get(0), row.get(1), row.get(2))
+}
+
+/// Between claims a commit moves the counter alone and leaves the row's timestamp as
+/// the claim set it (the cheap update). A row that went anyway (purged while its
+/// connection lived) or holds an older value (a failover that lost commits) makes the
+/// compare-and-set abort the transaction, which runs again on a fresh connection with
+/// a row of its own: applied once, and no error for the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_counter_a_row_gone_or_moved_costs_a_retry_on_a_fresh_connection() {
+    let cluster = cluster().await;
+    exec(&cluster, SCHEMA).await;
+    let db = single_connection_db(&cluster.url(), CommitVerification::FencedCounter).await;
+    db.migrate().await.expect("runtime tables");
+    add_note(&db, "claims")
+        .await
+        .expect("the first commit claims a row");
+    exec(
+        &cluster,
+        "UPDATE resilient_tx.commit_counters SET updated_at = '2000-01-01'",
+    )
+    .await;
+    add_note(&db, "moves")
+        .await
+        .expect("the next moves the counter");
+    assert_eq!(
+        counter_rows(&cluster).await,
+        (1, 2, 1),
+        "one row, moved twice, its timestamp left as it was"
+    );
+
+    exec(&cluster, "DELETE FROM resilient_tx.commit_counters").await;
+    add_note(&db, "after a purge")
+        .await
+        .expect("run again on a fresh connection");
+    exec(
+        &cluster,
+        "UPDATE resilient_tx.commit_counters SET seq = seq - 1",
+    )
+    .await;
+    add_note(&db, "after a failover")
+        .await
+        .expect("run again on a fresh connection");
+
+    assert_eq!(scalar(&cluster, "SELECT count(*) FROM events").await, 4);
+    let metrics = db.metrics();
+    assert_eq!(metrics.retries_conflict, 2, "{metrics:?}");
+    assert_eq!(metrics.connections_opened, 3, "{metrics:?}");
+    assert_eq!(metrics.commits, 4, "{metrics:?}");
+    let (rows, _, _) = counter_rows(&cluster).await;
+    assert_eq!(rows, 2, "the moved row, and the last connection's own");
 }
 
 #[retriable_tx(timeout = "2s", deadline = "30s")]
