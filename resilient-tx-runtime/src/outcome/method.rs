@@ -22,7 +22,8 @@ pub enum CommitVerification {
     /// commit). Settles every case, across any number of crashes and failovers, like
     /// [`MarkerRow`](Self::MarkerRow), at a constant cost: one row per connection,
     /// rewritten in place (a HOT update) rather than one row per transaction, so the
-    /// table does not grow with traffic and each commit writes far less WAL. A
+    /// table does not grow with traffic and each commit writes a third of the marker
+    /// row's WAL. A
     /// transaction that only read moves nothing and is run again. Needs the counter
     /// table ([`Db::migrate`](crate::Db::migrate)). The default.
     #[default]
