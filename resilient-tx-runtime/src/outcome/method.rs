@@ -23,9 +23,8 @@ pub enum CommitVerification {
     /// [`MarkerRow`](Self::MarkerRow), at a constant cost: one row per connection,
     /// rewritten in place (a HOT update) rather than one row per transaction, so the
     /// table does not grow with traffic and each commit writes a third of the marker
-    /// row's WAL. A
-    /// transaction that only read moves nothing and is run again. Needs the counter
-    /// table ([`Db::migrate`](crate::Db::migrate)). The default.
+    /// row's WAL. A transaction that only read moves nothing and is run again. Needs
+    /// the counter table ([`Db::migrate`](crate::Db::migrate)). The default.
     #[default]
     FencedCounter,
     /// Insert a marker row with every transaction that wrote, just before COMMIT;
