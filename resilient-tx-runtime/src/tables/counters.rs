@@ -54,8 +54,9 @@ impl CounterTable {
         const WROTE: &str = "pg_current_xact_id_if_assigned() IS NOT NULL";
         // Both end the same way: a row that says how many rows moved, or a division by
         // zero where a transaction with an id moved none.
-        let verdict = "SELECT count(*), 1 / (count(*) + CASE WHEN \
-                       pg_current_xact_id_if_assigned() IS NULL THEN 1 ELSE 0 END) FROM moved";
+        let verdict = format!(
+            "SELECT count(*), 1 / (count(*) + CASE WHEN {WROTE} THEN 0 ELSE 1 END) FROM moved"
+        );
         // The everyday statement: a plain UPDATE of one column, a HOT update that logs
         // about 80 bytes of WAL. Neither a row lock of its own nor a new timestamp.
         let cas = |condition: &str| {

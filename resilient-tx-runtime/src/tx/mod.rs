@@ -279,8 +279,9 @@ impl<'db> Tx<'db> {
         let counter = self.conn.counter;
         let next = counter.committed + 1;
         let client = &self.conn.client;
-        // The server's `updated_at` of a claim is no older than this.
-        let sent_at = std::time::Instant::now();
+        // A claim's `updated_at` on the server is no older than this.
+        let claim_sent = matches!(mark, Some(CommitMark::Counter { claim: true, .. }))
+            .then(std::time::Instant::now);
         let work = async {
             let Some(mark) = &mark else {
                 let committed = client.batch_execute("COMMIT").await;
@@ -325,9 +326,7 @@ impl<'db> Tx<'db> {
                 if moved {
                     let counter = &mut self.conn.counter;
                     counter.committed = next;
-                    if let Some(CommitMark::Counter { claim: true, .. }) = mark {
-                        counter.claimed_at = Some(sent_at);
-                    }
+                    counter.claimed_at = claim_sent.or(counter.claimed_at);
                 }
                 return Ok(());
             }
